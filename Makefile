@@ -1,0 +1,38 @@
+# make demo  : set up .venv, then run the whole recipe on the tiny preset (CPU, bundled real data)
+# make test  : set up .venv, then run the test suite
+# make bench : set up .venv, then run the benchmarks (short mode; CONAN_BENCH_FULL=1 for full sizes)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.conan-installed
+RUN_DIR ?= runs/tiny
+export OMP_NUM_THREADS ?= 2
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml plugins/conan-example/pyproject.toml plugins/conan-apex/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# Without an NVIDIA GPU install the CPU build of torch first: a bare `torch` requirement
+	# would pull a multi-GB CUDA build.
+	if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PY) -m pip install --quiet "torch==2.13.0"; fi
+	$(PY) -m pip install --quiet -e ".[cpu,dev]" -e plugins/conan-example -e plugins/conan-apex
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/conan run tiny --out $(RUN_DIR)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	mkdir -p .benchmarks
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only --benchmark-json=.benchmarks/latest.json
+
+clean:
+	rm -rf $(VENV) runs .benchmarks

@@ -1,0 +1,356 @@
+"""RunConfig: one YAML file describes a whole run (RECIPE.md §2 stages, DESIGN.md data flow).
+
+Validation has two phases and collects **every** error before reporting:
+
+1. structure — the sections and plain fields below (pydantic, ``extra="forbid"``);
+2. components — every slot declared with :func:`component_field` is validated by its registry
+   (unknown keys with close matches, bad fields with their dotted path, nested specs recursively).
+
+``load_config(name_or_path, overrides)`` accepts a preset name (``tiny``) or a YAML path and
+``--set a.b.c=value`` overrides; ``dump_config`` writes the fully resolved config (defaults filled).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conan_core.registry import (
+    ConfigError,
+    ConfigIssue,
+    close_matches,
+    component_field,
+    nested_kind,
+    pydantic_issues,
+)
+
+PRESET_PACKAGE = "conan_core.presets"
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+class Section(BaseModel):
+    """A config section: data only, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    demo: bool = Field(True, description="build the bundled real demo corpus into <run>/data")
+    demo_scale: float = Field(1.0, gt=0, description="multiplies the demo corpus size")
+    dir: str | None = Field(None, description="data root with pretrain/ sft/ supervised/ sts/ eval/ (instead of the demo)")
+    max_chars: int = Field(20000, gt=0, description="texts longer than this are truncated (and counted)")
+    on_bad_sample: Literal["skip", "raise"] = "skip"
+    num_workers: int = Field(0, ge=0, description="DataLoader workers per rank")
+
+
+class TokenizerConfig(Section):
+    path: str | None = Field(None, description="an existing tokenizer directory (skips training)")
+    vocab_size: int = Field(4000, gt=16)
+    character_coverage: float = Field(0.9995, gt=0, le=1)
+    max_sentences: int = Field(200_000, gt=0, description="sentences sampled from the corpus for training")
+
+
+class StageConfig(Section):
+    """Fields shared by the four training stages."""
+
+    enabled: bool = True
+    steps: int = Field(100, ge=0, description="optimizer steps of the stage (tau of the mask schedule)")
+    batch_size: int = Field(8, gt=0, description="sequences (or queries) per micro-batch per rank")
+    grad_accum: int = Field(1, gt=0)
+    max_length: int = Field(256, gt=1, description="tokens per sequence")
+    lr: float = Field(1e-4, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    lr_decay: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = Field(0.001, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    nan_policy: Literal["stop", "skip"] = Field("stop", description="non-finite loss: stop, or skip the step and count")
+    checkpoint_every: int = Field(50, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    log_every: int = Field(10, gt=0)
+    optimizer: dict[str, Any] = component_field("optimizers", "adamw")
+    source: dict[str, Any] | None = component_field("sources", None, description="defaults to the demo data of the stage")
+    mask: dict[str, Any] = component_field("masks", "causal")
+
+
+class PretrainConfig(StageConfig):
+    loss: dict[str, Any] = component_field("losses", "causal_lm")
+    packing: bool = Field(True, description="pack documents into full sequences (document mask keeps them apart)")
+    mask: dict[str, Any] = component_field("masks", "document")
+
+
+class SFTConfig(StageConfig):
+    lr: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.02, ge=0, lt=1)
+    loss: dict[str, Any] = component_field("losses", "causal_lm")
+
+
+class EmbeddingStageConfig(StageConfig):
+    pooler: dict[str, Any] = component_field("poolers", "mean")
+    query_instruction: str = Field("", description="text prepended to every query (with the <instruct> marker)")
+
+
+class WeakConfig(EmbeddingStageConfig):
+    mask: dict[str, Any] = component_field("masks", {"type": "soft", "schedule": {"type": "linear"}})
+    loss: dict[str, Any] = component_field("losses", "info_nce")
+    teacher_min_score: float | None = Field(
+        0.4, description="drop pairs a teacher embedder scores below this (RECIPE §2.3); None keeps all")
+    teacher: str | None = Field(None, description="teacher model dir; None = the pretrained model itself")
+
+
+class MineConfig(Section):
+    enabled: bool = True
+    top_k: int = Field(40, gt=0, description="candidates mined per query (pool depth)")
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    batch_size: int = Field(32, gt=0)
+
+
+class SupervisedConfig(EmbeddingStageConfig):
+    mask: dict[str, Any] = component_field("masks", "bidirectional")
+    loss: dict[str, Any] = component_field(
+        "losses", {"type": "matryoshka", "loss": {"type": "info_nce"}})
+    sts_loss: dict[str, Any] | None = component_field("losses", "cosent")
+    miner: dict[str, Any] = component_field("miners", "dynamic_v2")
+    num_negatives: int = Field(7, ge=0, description="hard negatives per query (RECIPE §2.4)")
+    batch_size: int = Field(4, gt=0, description="queries per retrieval batch (RECIPE §2.4)")
+    sts_batch_size: int = Field(32, gt=0)
+    sts_every: int = Field(4, gt=0, description="one STS batch every N steps")
+    lr: float = Field(1e-4, gt=0)
+    tasks: list[str] = Field(default_factory=lambda: ["retrieval", "clr", "classification"])
+
+
+class EvalConfig(Section):
+    enabled: bool = True
+    evaluators: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"type": "retrieval"}, {"type": "cross_lingual"}, {"type": "sts"},
+                                 {"type": "classification"}],
+        json_schema_extra={"registry": "evaluators"})
+    batch_size: int = Field(64, gt=0)
+
+
+class ExportConfig(Section):
+    enabled: bool = True
+    max_length: int = Field(512, gt=1)
+
+
+class RunConfig(Section):
+    """A whole run: data → tokenizer → pretrain → sft → weak → mine → supervised → eval → export."""
+
+    name: str = "run"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: dict[str, Any] = component_field("backbones", "conan")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    weak: WeakConfig = Field(default_factory=WeakConfig)
+    mine: MineConfig = Field(default_factory=MineConfig)
+    supervised: SupervisedConfig = Field(default_factory=SupervisedConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    @model_validator(mode="after")
+    def _data_source(self):
+        if not self.data.demo and self.data.dir is None:
+            raise ValueError("data.demo is false, so data.dir must name a data root")
+        return self
+
+
+STAGES = ("pretrain", "sft", "weak", "supervised")
+
+
+# ----------------------------------------------------------------------------- validation
+
+def component_slots(model: BaseModel, prefix: str = ""):
+    """Yield (path, kind, value) for every component slot in a validated config tree."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        path = f"{prefix}.{name}" if prefix else name
+        kind = nested_kind(info)
+        if kind is not None:
+            if value is None:
+                continue
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    yield f"{path}[{i}]", kind, item
+            else:
+                yield path, kind, value
+        elif isinstance(value, BaseModel):
+            yield from component_slots(value, path)
+
+
+def validate_dict(raw: Any, source: str | None = None) -> tuple[RunConfig | None, list[ConfigIssue]]:
+    """Both validation phases; returns the config (None when invalid) and every issue found."""
+    from conan_core.registries import REGISTRIES
+
+    if not isinstance(raw, dict):
+        return None, [ConfigIssue("", "a run config must be a mapping of sections", type(raw).__name__)]
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        issues = pydantic_issues(exc, "", RunConfig)
+        # phase 2 still runs on the component slots that are present, so a file shows all errors
+        for path, kind, value in _raw_slots(raw):
+            issues.extend(REGISTRIES[kind].validate(value, path)[1])
+        return None, _dedupe(issues)
+    issues = []
+    for path, kind, value in component_slots(cfg):
+        issues.extend(REGISTRIES[kind].validate(value, path)[1])
+    return (None if issues else cfg), issues
+
+
+def _raw_slots(raw: dict):
+    """Component slots found in a raw (structurally invalid) dict, by walking the schema."""
+    def walk(model_cls: type[BaseModel], data: Any, prefix: str):
+        if not isinstance(data, dict):
+            return
+        for name, info in model_cls.model_fields.items():
+            if name not in data:
+                continue
+            path = f"{prefix}.{name}" if prefix else name
+            kind = nested_kind(info)
+            value = data[name]
+            if kind is not None:
+                if isinstance(value, list):
+                    for i, item in enumerate(value):
+                        yield f"{path}[{i}]", kind, item
+                elif value is not None:
+                    yield path, kind, value
+                continue
+            ann = info.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                yield from walk(ann, value, path)
+    yield from walk(RunConfig, raw, "")
+
+
+def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    seen, out = set(), []
+    for issue in issues:
+        key = (issue.path, issue.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(PRESET_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(name_or_path: str | Path) -> tuple[dict, str]:
+    """Raw dict and a source label from a preset name or a YAML path (``extends:`` supported)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ConfigError([ConfigIssue("", "config file not found", str(path))], str(path))
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        names = preset_names()
+        if str(name_or_path) not in names:
+            raise ConfigError([ConfigIssue("", "neither a YAML file nor a preset", str(name_or_path),
+                                           close_matches(str(name_or_path), names), names)])
+        text = resources.files(PRESET_PACKAGE).joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
+        source = f"preset {name_or_path}"
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
+    if isinstance(raw, dict) and "extends" in raw:
+        base, _ = read_yaml(raw.pop("extends"))
+        raw = deep_merge(base, raw)
+    return raw, source
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """``update`` over ``base``; nested mappings merge, except component specs whose ``type`` changes."""
+    out = dict(base)
+    for key, value in update.items():
+        old = out.get(key)
+        if (isinstance(value, dict) and isinstance(old, dict)
+                and not ("type" in value and value.get("type") != old.get("type"))):
+            out[key] = deep_merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` → (["a", "b", "c"], parsed value). Values are YAML scalars/lists/maps."""
+    if "=" not in text:
+        raise ConfigError([ConfigIssue("--set", "expected KEY.PATH=VALUE", text)])
+    key, _, value = text.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError([ConfigIssue("--set", "empty key path", text)])
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str) and _NUMBER.fullmatch(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads "1e-4" as text; a number is meant
+    return parts, parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    raw = json.loads(json.dumps(raw))  # deep copy, plain types
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        node = raw
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError([ConfigIssue(".".join(parts), f"cannot set a field inside {part!r}", nxt)])
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load, override and validate; raises ConfigError listing every issue."""
+    raw, source = read_yaml(name_or_path)
+    raw = apply_overrides(raw, overrides)
+    cfg, issues = validate_dict(raw, source)
+    if issues:
+        raise ConfigError(issues, source)
+    return cfg
+
+
+def resolve(cfg: RunConfig) -> dict:
+    """The config as a plain dict with every default filled in, component specs included."""
+    from conan_core.registries import REGISTRIES
+
+    def walk(model: BaseModel) -> dict:
+        out = {}
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            kind = nested_kind(info)
+            if kind is not None and value is not None:
+                reg = REGISTRIES[kind]
+                value = [reg.resolve(v) for v in value] if isinstance(value, list) else reg.resolve(value)
+            elif isinstance(value, BaseModel):
+                value = walk(value)
+            out[name] = value
+        return out
+
+    return walk(cfg)
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically); loading it back gives an equal config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(resolve(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    tmp.replace(path)
+    return path

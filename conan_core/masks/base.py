@@ -1,0 +1,222 @@
+"""Base class of attention masks (registry kind ``masks``) and the per-batch :class:`MaskContext`.
+
+A mask is a matrix ``M`` in [0, 1] per (query i, key j) of each sequence. Every mask defines one
+elementwise rule, :meth:`Mask.value`, written with broadcasting tensor ops only, so the same rule
+serves the dense matrix (eager / SDPA backends) and FlexAttention's ``score_mod`` / ``mask_mod``
+(evaluated on the fly, no L x L tensor stored).
+
+Conventions shared by every mask (enforced here, not per mask):
+
+* sequences are right-padded; ``lengths[b]`` is the real length of sequence ``b``;
+* padding keys (``j >= length``) are always closed (``M = 0``);
+* padding query rows (``i >= length``) attend to key 0 only (``M[i, 0] = 1``), so every row has an
+  open key and every backend returns finite outputs. Their outputs carry no information and must be
+  ignored downstream (pooling / loss masks do). For ``length >= 1`` key 0 is a real token, so no
+  gradient ever reaches a padding key or value; a sequence of length 0 is all padding and its
+  rows attend to (padding) key 0.
+* the additive bias is ``log M`` with closed entries = ``-inf`` (exact: ``exp(-inf) = 0``). This is
+  safe because of the row rule above: no row is fully closed, so no softmax sees an all ``-inf`` row.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+
+from conan_core.registry import ComponentConfig
+
+ExactKind = Literal["causal", "bidirectional"]
+ApplyMode = Literal["log_bias", "prob_scale"]
+
+
+@dataclass(eq=False)
+class MaskContext:
+    """What a mask needs to know about one batch.
+
+    Attributes:
+        lengths: LongTensor [B], real (unpadded) length of each right-padded sequence, 0..seq_len.
+        seq_len: padded length L (>= 1).
+        alpha: schedule value in [0, 1] (only the soft mask reads it).
+        segment_ids: optional LongTensor [B, L], document id of each token of packed sequences
+            (read by the ``document`` mask; ``None`` = one document per row).
+
+    Compared by identity (``eq=False``): backends cache per-batch objects (Flex block masks) keyed
+    on the context object, which the model builds once per forward and passes to every layer.
+    """
+
+    lengths: torch.Tensor
+    seq_len: int
+    alpha: float = 0.0
+    segment_ids: torch.Tensor | None = None
+    _padded: bool | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.lengths, torch.Tensor) or self.lengths.dim() != 1:
+            raise ValueError(f"MaskContext.lengths must be a 1-D LongTensor [B], got {_describe(self.lengths)}")
+        if self.lengths.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"MaskContext.lengths must be an integer tensor, got dtype {self.lengths.dtype}")
+        self.seq_len = int(self.seq_len)
+        if self.seq_len < 1:
+            raise ValueError(f"MaskContext.seq_len must be >= 1, got {self.seq_len}")
+        self.alpha = float(self.alpha)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"MaskContext.alpha must be in [0, 1], got {self.alpha}")
+        if self.segment_ids is not None:
+            expected = (self.lengths.shape[0], self.seq_len)
+            if tuple(self.segment_ids.shape) != expected:
+                raise ValueError(f"MaskContext.segment_ids must have shape {list(expected)} [B, L], "
+                                 f"got {list(self.segment_ids.shape)}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.lengths.device
+
+    def padded(self) -> bool:
+        """True if any sequence is shorter than ``seq_len``. One host sync, cached."""
+        if self._padded is None:
+            lo, hi = int(self.lengths.min()), int(self.lengths.max())
+            if lo < 0 or hi > self.seq_len:
+                raise ValueError(f"MaskContext.lengths must lie in [0, seq_len={self.seq_len}], "
+                                 f"got min {lo}, max {hi}")
+            self._padded = lo < self.seq_len
+        return self._padded
+
+    def tensors(self, dtype: torch.dtype = torch.float32) -> "MaskTensors":
+        """The context as tensors on its device; ``alpha`` a 0-d tensor of ``dtype`` (a tensor, not a
+        Python float, so a compiled Flex kernel does not recompile when alpha changes)."""
+        return MaskTensors(lengths=self.lengths.long(),
+                           alpha=torch.tensor(self.alpha, dtype=dtype, device=self.device),
+                           segment_ids=self.segment_ids, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class MaskTensors:
+    """:class:`MaskContext` resolved to tensors, as :meth:`Mask.value` reads it."""
+
+    lengths: torch.Tensor
+    alpha: torch.Tensor
+    segment_ids: torch.Tensor | None
+    dtype: torch.dtype
+
+
+class Mask(ABC):
+    """An attention mask: a matrix ``M`` in [0, 1] for each (query i, key j) of each sequence.
+
+    Subclasses implement :meth:`value` (the rule for real tokens); the base adds the padding rules
+    (module docstring) and derives everything else:
+
+    * :meth:`matrix` ``(ctx, dtype=float32) -> [B, L, L]`` in [0, 1], rows = queries;
+    * :meth:`bias` ``(ctx, dtype) -> [B, 1, L, L]`` = ``log M`` (closed = ``-inf``);
+    * :meth:`exact_kind` ``(ctx) -> "causal" | "bidirectional" | None`` for fast dispatch;
+    * :meth:`score_mod` / :meth:`mask_mod` / :meth:`block_mask` for FlexAttention;
+    * :attr:`apply` tells backends how fractional values enter attention (``log_bias`` or
+      ``prob_scale``; the two are the same function, computed differently);
+    * :meth:`alpha` ``(step, total_steps)`` the schedule value the trainer puts in the context.
+    """
+
+    class Config(ComponentConfig):
+        """No fields at this level."""
+
+    #: alpha reported by :meth:`alpha` for masks without a schedule (soft-mask scale: causal = 0,
+    #: bidirectional = 1), so logs show one number per step for every mask.
+    fixed_alpha: float = 0.0
+
+    def __init__(self, config: ComponentConfig, **runtime):
+        self.config = config
+
+    # -- the rule
+    @abstractmethod
+    def value(self, t: MaskTensors, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """``M`` for real tokens, elementwise. ``b``, ``i``, ``j`` are 0-based integer tensors that
+        broadcast together (dense: ``[B,1,1]``, ``[1,L,1]``, ``[1,1,L]``; Flex: 0-d). Returns values in
+        [0, 1] of dtype ``t.dtype`` and the broadcast shape. Only entries with ``i, j < length``
+        are used; others may hold anything finite or not (they are replaced)."""
+
+    @property
+    def apply(self) -> ApplyMode:
+        """How fractional entries enter attention; binary masks do not care (``log_bias``)."""
+        return "log_bias"
+
+    def alpha(self, step: int, total_steps: int | None = None) -> float:
+        """alpha in [0, 1] at ``step``; constant :attr:`fixed_alpha` unless the mask has a schedule."""
+        return self.fixed_alpha
+
+    def exact_kind(self, ctx: MaskContext) -> ExactKind | None:
+        """``"causal"`` / ``"bidirectional"`` when :meth:`matrix` is exactly that mask (which needs a
+        batch without padding, because of the padding rules), else None."""
+        return None
+
+    def has_fractional(self, ctx: MaskContext) -> bool:
+        """True if some entry may lie strictly between 0 and 1 (Flex then needs a ``score_mod``)."""
+        return False
+
+    # -- derived forms
+    def full_value(self, t: MaskTensors, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """:meth:`value` with the padding rules applied; same broadcasting contract."""
+        length = t.lengths[b]
+        v = self.value(t, b, i, j)
+        v = torch.where(j < length, v, torch.zeros((), dtype=v.dtype, device=v.device))
+        return torch.where(i < length, v, (j == 0).to(v.dtype))
+
+    def matrix(self, ctx: MaskContext, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Float ``[B, L, L]`` in [0, 1] of ``dtype`` on ``ctx.device`` (rows = queries)."""
+        t = ctx.tensors(dtype)
+        dev, n = ctx.device, ctx.seq_len
+        b = torch.arange(ctx.batch_size, device=dev).view(-1, 1, 1)
+        i = torch.arange(n, device=dev).view(1, -1, 1)
+        j = torch.arange(n, device=dev).view(1, 1, -1)
+        out = self.full_value(t, b, i, j)
+        return out.expand(ctx.batch_size, n, n).contiguous()
+
+    def bias(self, ctx: MaskContext, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Additive logit bias ``log M`` as ``[B, 1, L, L]`` of ``dtype`` (closed = ``-inf``).
+
+        The log is taken in float32 (float64 when ``dtype`` is float64) before the cast, so a
+        bf16 bias is the correctly rounded log of the exact value."""
+        work = torch.float64 if dtype == torch.float64 else torch.float32
+        return torch.log(self.matrix(ctx, work)).to(dtype).unsqueeze(1)
+
+    def mask_mod(self, ctx: MaskContext) -> Callable:
+        """FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool``: True where ``M > 0``."""
+        t = ctx.tensors(torch.float32)
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            return self.full_value(t, b, q_idx, kv_idx) > 0
+
+        return mask_mod
+
+    def score_mod(self, ctx: MaskContext) -> Callable:
+        """FlexAttention ``score_mod(score, b, h, q_idx, kv_idx) -> score + log M`` (float32).
+
+        Computed from (i, j, length, alpha, segment ids) per element; nothing L x L is stored."""
+        t = ctx.tensors(torch.float32)
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + torch.log(self.full_value(t, b, q_idx, kv_idx)).to(score.dtype)
+
+        return score_mod
+
+    def block_mask(self, ctx: MaskContext, *, block_size: int = 128, compiled: bool = False):
+        """A FlexAttention ``BlockMask`` of :meth:`mask_mod` for ``[B, *, L, L]`` on ``ctx.device``.
+
+        ``compiled=True`` builds it through ``torch.compile(create_block_mask)``, which never
+        materialises the B x L x L boolean mask (use it on GPU for long contexts); the eager build
+        does materialise it (fine on CPU test sizes)."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        build = torch.compile(create_block_mask) if compiled else create_block_mask
+        return build(self.mask_mod(ctx), ctx.batch_size, None, ctx.seq_len, ctx.seq_len,
+                     device=ctx.device, BLOCK_SIZE=block_size)
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"tensor of shape {list(x.shape)} dtype {x.dtype}"
+    return type(x).__name__

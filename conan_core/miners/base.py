@@ -1,0 +1,77 @@
+"""Base class of hard-negative miners (registry kind ``miners``)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import torch
+
+from conan_core.registry import ComponentConfig
+
+
+class Miner(ABC):
+    """Chooses the hard negatives of each training example and, for dynamic miners, replaces them.
+
+    Built as ``REGISTRIES["miners"].build({"type": KEY, **fields}, pool=POOL)``; ``POOL`` is a
+    :class:`~conan_core.miners.pool.CandidatePool` or a plain mapping ``example_id -> ranked
+    candidates`` (normalised by ``CandidatePool.coerce``). The trainer calls, every step:
+
+    * ``negatives_for(example_ids) -> list[list[Candidate]]``: the negatives in use for each
+      example, exactly ``num_negatives`` per example (0 for ``in_batch``), in a fixed column order;
+    * ``observe(example_ids, neg_scores FloatTensor[B, n]) -> BoolTensor[B, n]``: the scores the loss
+      computed this step for those same negatives (same row/column order); ``True`` = that negative
+      is replaced, and the replacement is what the *next* ``negatives_for`` call returns;
+    * ``stats() -> dict`` and ``reset_step_stats()``: counters for logging (call reset once per
+      optimizer step after logging, so "step" counters cover exactly one step);
+    * ``state_dict()`` / ``load_state_dict()``: plain JSON-serialisable data; continuing after a
+      load gives exactly what the uninterrupted run gives.
+
+    Example ids are strings; ints (or a LongTensor) are accepted and converted with ``str``.
+    """
+
+    class Config(ComponentConfig):
+        """No fields at this level."""
+
+    @abstractmethod
+    def __init__(self, config: ComponentConfig, *, pool: Any = None, **runtime: Any):
+        self.config = config
+        self.pool = pool
+
+    @property
+    def num_negatives(self) -> int:
+        """Negatives per example returned by :meth:`negatives_for` (0 when there are none)."""
+        return int(getattr(self.config, "num_negatives", 0))
+
+    @abstractmethod
+    def negatives_for(self, example_ids: Sequence[str]) -> list:
+        """``[[Candidate] * num_negatives for each id]`` — see the class docstring."""
+
+    @abstractmethod
+    def observe(self, example_ids: Sequence[str], neg_scores: torch.Tensor) -> torch.Tensor:
+        """``neg_scores`` float [B, n] -> bool [B, n] on the same device; see the class docstring."""
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """Counters of this step and in total, and score-histogram data (JSON-serialisable)."""
+
+    @abstractmethod
+    def reset_step_stats(self) -> None:
+        """Zero the per-step counters (totals are kept)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict:
+        """Everything needed for an exact resume, as JSON-serialisable python data."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def as_example_ids(example_ids: Any) -> list[str]:
+    """Example ids as a list of str (accepts any sequence of str/int or a 1-D integer tensor)."""
+    if isinstance(example_ids, torch.Tensor):
+        example_ids = example_ids.reshape(-1).tolist()
+    if isinstance(example_ids, (str, bytes)):
+        raise TypeError("example_ids must be a sequence of ids, not a single string")
+    return [i if isinstance(i, str) else str(i) for i in example_ids]

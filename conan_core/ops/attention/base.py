@@ -1,0 +1,84 @@
+"""Base class of attention backends (registry kind ``attention``) and shared helpers."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+import torch
+
+from conan_core.registry import ComponentConfig
+
+if TYPE_CHECKING:
+    from conan_core.masks.base import Mask, MaskContext
+
+
+class AttentionBackend(ABC):
+    """``backend(q, k, v, *, mask, ctx, scale=None) -> out``.
+
+    Shapes: q ``[B, Hq, L, D]``, k / v ``[B, Hkv, L, D]`` with ``Hq`` a multiple of ``Hkv`` (GQA:
+    query head ``h`` uses key/value head ``h // (Hq // Hkv)``); out ``[B, Hq, L, D]`` in q's dtype.
+    ``mask`` is a masks-registry component and ``ctx`` its :class:`~conan_core.masks.base.MaskContext`
+    (``ctx.seq_len == L``); ``scale`` defaults to ``1 / sqrt(D)``. Every backend computes
+    ``softmax(q k^T * scale + log M) v`` (``M = mask.matrix(ctx)``), which for ``mask.apply ==
+    "prob_scale"`` is the same function as "softmax, multiply by M, renormalise".
+    ``last_path`` names the kernel path the latest call took (for tests and logs).
+    """
+
+    class Config(ComponentConfig):
+        """No fields at this level."""
+
+    def __init__(self, config: ComponentConfig, **runtime):
+        self.config = config
+        self.last_path: str | None = None
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: "Mask",
+                 ctx: "MaskContext", scale: float | None = None) -> torch.Tensor:
+        check_inputs(q, k, v, ctx)
+        if scale is None:
+            scale = 1.0 / math.sqrt(q.shape[-1])
+        return self.forward(q, k, v, mask=mask, ctx=ctx, scale=float(scale))
+
+    @abstractmethod
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: "Mask",
+                ctx: "MaskContext", scale: float) -> torch.Tensor:
+        """The kernel, on validated inputs (see the class docstring)."""
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: "MaskContext") -> None:
+    """Raise ValueError unless q/k/v have the documented shapes and match ``ctx``."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"attention expects 4-D q/k/v [B, H, L, D], got q {list(q.shape)}, "
+                         f"k {list(k.shape)}, v {list(v.shape)}")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got {list(k.shape)} and {list(v.shape)}")
+    b, hq, n, d = q.shape
+    if k.shape[0] != b or k.shape[2] != n or k.shape[3] != d:
+        raise ValueError(f"q {list(q.shape)} and k/v {list(k.shape)} must share B, L and D")
+    if hq % k.shape[1] != 0:
+        raise ValueError(f"GQA needs the query heads ({hq}) to be a multiple of the key/value heads "
+                         f"({k.shape[1]})")
+    if n != ctx.seq_len or b != ctx.batch_size:
+        raise ValueError(f"q has B={b}, L={n} but the mask context has B={ctx.batch_size}, "
+                         f"L={ctx.seq_len}")
+
+
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """``[B, Hkv, L, D] -> [B, Hkv * groups, L, D]``, each head repeated ``groups`` times in a row
+    (the head order SDPA's ``enable_gqa`` and FlexAttention use)."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def select_backend(name: str = "auto", device: torch.device | str = "cpu",
+                   requires_grad: bool = True) -> AttentionBackend:
+    """Build an attention backend by key with default config; ``"auto"`` picks ``flex`` on CUDA
+    (soft masks without an L x L tensor) and ``sdpa`` elsewhere (no Flex backward on CPU/MPS in
+    torch 2.13; SDPA's fused CPU kernels are the fastest option there). ``requires_grad`` only
+    matters for ``auto`` and documents the choice; ``flex`` itself also falls back on CPU."""
+    from conan_core.registries import REGISTRIES  # late: the registry is the one list of keys
+
+    if name == "auto":
+        dev = torch.device(device)
+        name = "flex" if dev.type == "cuda" else "sdpa"
+    return REGISTRIES["attention"].build({"type": name})

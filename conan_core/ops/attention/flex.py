@@ -1,0 +1,94 @@
+"""``flex``: ``torch.nn.attention.flex_attention`` with the mask's score_mod / block mask."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from conan_core.masks.base import Mask, MaskContext
+from conan_core.ops.attention.base import AttentionBackend
+from conan_core.registry import ComponentConfig
+
+
+class FlexAttentionBackend(AttentionBackend):
+    """FlexAttention: the mask enters as a ``score_mod`` adding ``log M`` computed per element from
+    (i, j, length, alpha) (only when the mask has fractional entries) and a ``BlockMask`` from its
+    ``mask_mod`` (skips closed blocks, applies padding / causality). No L x L tensor is stored when
+    compiled, so 32k contexts fit. ``prob_scale`` masks use the same ``log M`` (identical function,
+    see :class:`~conan_core.ops.attention.sdpa.SDPAAttention`).
+
+    CPU / MPS fallback: torch 2.13 has no FlexAttention backward on CPU or MPS. When grad mode is on
+    and any of q / k / v requires grad on such a device, this backend calls the ``sdpa`` backend
+    instead (``last_path = "sdpa_fallback"``; ``fallback="error"`` raises instead). Forward-only
+    calls on CPU run Flex (eager, unfused: it materialises the scores, fine for tests).
+
+    ``compile``: ``auto`` = ``torch.compile`` the kernel and the block-mask builder on CUDA (eager
+    Flex is unfused and O(L^2) in memory), eager elsewhere. Compilation happens lazily on the first
+    call, never at import or construction. Per-batch objects (score_mod, block mask) are cached on
+    the identity of ``(mask, ctx)``: the model builds one context per forward and every layer reuses
+    the block mask.
+    """
+
+    class Config(ComponentConfig):
+        compile: Literal["auto", "always", "never"] = Field(
+            "auto", description="torch.compile flex_attention: auto = on CUDA only")
+        block_size: int = Field(128, gt=0, description="BlockMask block size (tokens)")
+        fallback: Literal["sdpa", "error"] = Field(
+            "sdpa", description="what to do when a backward is needed on CPU/MPS (no Flex backward there)")
+
+    def __init__(self, config: Config, **runtime):
+        super().__init__(config)
+        self._compiled: Any = None
+        self._sdpa: Any = None
+        self._cache: tuple[Any, Any, bool, Any, Any] | None = None
+
+    def needs_fallback(self, *tensors: torch.Tensor) -> bool:
+        """True when Flex cannot run these inputs here (backward needed on CPU / MPS)."""
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        return needs_grad and tensors[0].device.type in ("cpu", "mps")
+
+    def use_compile(self, device: torch.device) -> bool:
+        mode = self.config.compile
+        return mode == "always" or (mode == "auto" and device.type == "cuda")
+
+    def mods(self, mask: Mask, ctx: MaskContext, compiled: bool) -> tuple[Any, Any]:
+        """``(score_mod or None, block_mask)`` for this mask and context (cached by identity)."""
+        c = self._cache
+        if c is not None and c[0] is mask and c[1] is ctx and c[2] == compiled:
+            return c[3], c[4]
+        score_mod = mask.score_mod(ctx) if mask.has_fractional(ctx) else None
+        block_mask = mask.block_mask(ctx, block_size=self.config.block_size, compiled=compiled)
+        self._cache = (mask, ctx, compiled, score_mod, block_mask)
+        return score_mod, block_mask
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: Mask,
+                ctx: MaskContext, scale: float) -> torch.Tensor:
+        if self.needs_fallback(q, k, v):
+            if self.config.fallback == "error":
+                raise RuntimeError(f"FlexAttention has no backward on {q.device.type} in torch "
+                                   f"{torch.__version__}; use attention 'sdpa' or fallback='sdpa'")
+            if self._sdpa is None:
+                from conan_core.ops.attention.sdpa import SDPAAttention
+
+                self._sdpa = SDPAAttention(SDPAAttention.Config())
+            self.last_path = "sdpa_fallback"
+            return self._sdpa.forward(q, k, v, mask=mask, ctx=ctx, scale=scale)
+
+        from torch.nn.attention.flex_attention import flex_attention
+
+        compiled = self.use_compile(q.device)
+        fn = flex_attention
+        if compiled:
+            if self._compiled is None:
+                self._compiled = torch.compile(flex_attention)
+            fn = self._compiled
+        score_mod, block_mask = self.mods(mask, ctx, compiled)
+        self.last_path = "flex_compiled" if compiled else "flex_eager"
+        with warnings.catch_warnings():
+            # eager Flex is chosen on purpose off-CUDA; torch's "unfused implementation" hint is noise
+            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
+            return fn(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale,
+                      enable_gqa=q.shape[1] != k.shape[1])

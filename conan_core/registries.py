@@ -1,0 +1,94 @@
+"""Every registry and every built-in key: the one list (style rule 2: declare, don't register).
+
+Each line maps a key to a lazy ``"module:Class"`` target; the key is the file name. Nothing here
+imports a component: ``REGISTRIES[kind].get(key)`` does, on first use.
+"""
+
+from __future__ import annotations
+
+from conan_core.registry import Registry
+
+
+def _keys(package: str, classes: dict[str, str]) -> dict[str, str]:
+    return {key: f"{package}.{key}:{cls}" for key, cls in classes.items()}
+
+
+REGISTRIES: dict[str, Registry] = {
+    "masks": Registry("masks", "conan_core.masks.base:Mask", _keys("conan_core.masks", {
+        "causal": "CausalMask",
+        "bidirectional": "BidirectionalMask",
+        "soft": "SoftMask",
+        "document": "DocumentMask",
+    }), "attention masks: a matrix M in [0,1] per (query, key), as SDPA bias or Flex score_mod"),
+    "mask_schedules": Registry("mask_schedules", "conan_core.schedules.base:MaskSchedule", _keys("conan_core.schedules", {
+        "constant": "ConstantSchedule",
+        "linear": "LinearSchedule",
+        "accelerating": "AcceleratingSchedule",
+        "decelerating": "DeceleratingSchedule",
+        "cosine": "CosineSchedule",
+        "step": "StepSchedule",
+    }), "alpha(step, total_steps) in [0, 1] driving the soft mask"),
+    "attention": Registry("attention", "conan_core.ops.attention.base:AttentionBackend", _keys("conan_core.ops.attention", {
+        "eager": "EagerAttention",
+        "sdpa": "SDPAAttention",
+        "flex": "FlexAttentionBackend",
+    }), "attention kernels; every one is checked against the float64 eager reference"),
+    "norms": Registry("norms", "conan_core.ops.norms.base:NormFactory", _keys("conan_core.ops.norms", {
+        "torch": "TorchRMSNorm",
+        "compiled": "CompiledRMSNorm",
+    }), "RMSNorm implementations"),
+    "backbones": Registry("backbones", "conan_core.backbones.base:Backbone", _keys("conan_core.backbones", {
+        "conan": "ConanBackbone",
+        "hf": "HFBackbone",
+    }), "decoder LLMs that take a 4-D float attention mask"),
+    "poolers": Registry("poolers", "conan_core.poolers.base:Pooler", _keys("conan_core.poolers", {
+        "mean": "MeanPooler",
+        "last_token": "LastTokenPooler",
+        "first_token": "FirstTokenPooler",
+        "weighted_mean": "WeightedMeanPooler",
+        "latent_attention": "LatentAttentionPooler",
+    }), "hidden states [B, L, H] -> embeddings [B, H]"),
+    "losses": Registry("losses", "conan_core.losses.base:Loss", _keys("conan_core.losses", {
+        "causal_lm": "CausalLMLoss",
+        "info_nce": "InfoNCELoss",
+        "cosent": "CoSENTLoss",
+        "matryoshka": "MatryoshkaLoss",
+        "cbb": "CBBLoss",
+        "cached": "CachedLoss",
+    }), "training objectives"),
+    "miners": Registry("miners", "conan_core.miners.base:Miner", _keys("conan_core.miners", {
+        "static": "StaticMiner",
+        "dynamic_v2": "DynamicV2Miner",
+        "dynamic_v1": "DynamicV1Miner",
+        "in_batch": "InBatchMiner",
+    }), "hard-negative selection, static or dynamic (DHNM)"),
+    "sources": Registry("sources", "conan_core.sources.base:Source", _keys("conan_core.sources", {
+        "text_shards": "TextShards",
+        "pair_shards": "PairShards",
+        "sts_shards": "STSShards",
+        "jsonl": "JSONLSource",
+    }), "resumable, rank/worker-split sample streams"),
+    "translators": Registry("translators", "conan_core.translators.base:Translator", _keys("conan_core.translators", {
+        "lookup": "LookupTranslator",
+    }), "query translation for cross-lingual retrieval data (never a network call)"),
+    "optimizers": Registry("optimizers", "conan_core.optimizers.base:OptimizerFactory", _keys("conan_core.optimizers", {
+        "adamw": "AdamW",
+    }), "optimizers built from parameter groups"),
+    "evaluators": Registry("evaluators", "conan_core.eval.base:Evaluator", _keys("conan_core.eval", {
+        "retrieval": "RetrievalEvaluator",
+        "sts": "STSEvaluator",
+        "cross_lingual": "CrossLingualEvaluator",
+        "classification": "ClassificationEvaluator",
+    }), "metrics of an embedder, each next to a BM25 reference"),
+}
+
+
+def registry(kind: str) -> Registry:
+    """``REGISTRIES[kind]`` with an error that lists the kinds."""
+    try:
+        return REGISTRIES[kind]
+    except KeyError:
+        from conan_core.registry import ConfigIssue, UnknownKeyError, close_matches
+
+        raise UnknownKeyError([ConfigIssue("kind", "unknown registry kind", kind,
+                                           close_matches(kind, REGISTRIES), sorted(REGISTRIES))]) from None

@@ -1,0 +1,368 @@
+"""Typed registries of components.
+
+A *component* is a plain class with a nested pydantic ``Config(ComponentConfig)`` and an
+``__init__(self, config, **runtime)``. A registry maps a *key* to a component class:
+
+* built-in keys are bare (``soft``) and point lazily at ``"module:Class"`` targets, so
+  ``import conan_core`` imports none of them;
+* plugin keys are ``namespace/name`` and come from the entry-point group
+  ``conan_core.<kind>``, read on the first lookup (never at import). A plugin that fails to
+  import, collides with another key, or does not implement the kind's base class is marked
+  broken: only its own key fails, with the reason; ``CONAN_DISABLE_PLUGINS=1`` turns discovery off.
+
+``registry.build({"type": KEY, **fields}, **runtime)`` validates ``fields`` against the class's
+Config and returns the component. Nested components are config fields declared with
+:func:`component_field`; they are validated recursively (errors carry the dotted path) and built
+by their parent with ``REGISTRIES[kind].build(spec, ...)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Generic, Iterable, Mapping, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+T = TypeVar("T")
+
+PLUGIN_ENV = "CONAN_DISABLE_PLUGINS"
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's ``Config``: data only, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def component_field(kind: str, default: str | Mapping[str, Any] | None, *, description: str = "") -> Any:
+    """A config field holding a nested component spec ``{"type": KEY, **fields}`` of ``kind``.
+
+    ``default`` is a key (``"linear"``), a full spec, or None (slot empty unless set).
+    """
+    if isinstance(default, str):
+        default = {"type": default}
+    if default is None:
+        return Field(default=None, description=description, json_schema_extra={"registry": kind})
+    frozen = dict(default)
+    return Field(default_factory=lambda: dict(frozen), description=description,
+                 json_schema_extra={"registry": kind})
+
+
+def nested_kind(field_info: Any) -> str | None:
+    """The registry kind of a field declared with :func:`component_field`, else None."""
+    extra = getattr(field_info, "json_schema_extra", None)
+    if isinstance(extra, dict):
+        return extra.get("registry")
+    return None
+
+
+# ----------------------------------------------------------------------------- errors
+
+@dataclass
+class ConfigIssue:
+    """One problem in a config: where (dotted path), what, the value, and hints."""
+
+    path: str
+    message: str
+    value: Any = None
+    suggestions: list[str] = field(default_factory=list)
+    valid: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.path or '<root>'}: {self.message}"
+        if self.value is not None:
+            text += f" (got {self.value!r})"
+        if self.suggestions:
+            text += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
+        if self.valid:
+            text += "; valid: " + ", ".join(self.valid)
+        return text
+
+
+class ConanError(Exception):
+    """Base of conan_core's user-facing errors (printed without a traceback by the CLI)."""
+
+
+class ConfigError(ConanError, ValueError):
+    """A config is invalid. ``issues`` lists every problem found, each with its path."""
+
+    def __init__(self, issues: list[ConfigIssue], source: str | None = None):
+        self.issues = list(issues)
+        self.source = source
+        head = f"{len(self.issues)} config error(s)" + (f" in {source}" if source else "")
+        super().__init__(head + ":\n" + "\n".join(f"  - {i}" for i in self.issues))
+
+
+class UnknownKeyError(ConfigError, KeyError):
+    """A registry key that does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.args[0]
+
+
+class PluginError(ConanError, ImportError):
+    """A plugin key that exists but is broken (import failed, collision, wrong base class)."""
+
+
+def close_matches(word: str, options: Iterable[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(str(word), list(options), n=n, cutoff=0.6)
+
+
+def _loc_to_path(prefix: str, loc: tuple) -> str:
+    parts = [prefix] if prefix else []
+    for item in loc:
+        parts[-1:] = [f"{parts[-1]}[{item}]"] if isinstance(item, int) and parts else parts[-1:]
+        if not isinstance(item, int):
+            parts.append(str(item))
+    return ".".join(p for p in parts if p)
+
+
+def pydantic_issues(exc: ValidationError, prefix: str, model: type[BaseModel] | None) -> list[ConfigIssue]:
+    """Turn a pydantic ValidationError into ConfigIssues with dotted paths and suggestions."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        path = _loc_to_path(prefix, loc)
+        issue = ConfigIssue(path=path, message=f"{err['msg']} [{err['type']}]", value=err.get("input"))
+        if err["type"] == "extra_forbidden":
+            issue.message = "unknown field [extra_forbidden]"
+            issue.value = None
+            owner = _model_at(model, loc[:-1]) if model is not None else None
+            if owner is not None:
+                names = list(owner.model_fields)
+                issue.suggestions = close_matches(str(loc[-1]), names)
+                issue.valid = names
+        out.append(issue)
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (best effort)."""
+    current: Any = model
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(str(item))
+        if info is None:
+            return None
+        ann = info.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+# ----------------------------------------------------------------------------- registry
+
+@dataclass
+class Entry:
+    key: str
+    target: str | None = None  # "module:Class" (built-in) or entry-point value (plugin)
+    origin: str = "core"  # "core" or "plugin <dist> <version>"
+    cls: type | None = None
+    error: str | None = None  # set when the entry is broken
+    entry_point: Any = None
+
+
+class Registry(Generic[T]):
+    """Keys of one kind of component. See the module docstring for the contract."""
+
+    def __init__(self, kind: str, base: str, builtins: Mapping[str, str], description: str = ""):
+        self.kind = kind
+        self.group = f"conan_core.{kind}"
+        self.description = description
+        self._base_target = base
+        self._base: type | None = None
+        self._entries: dict[str, Entry] = {k: Entry(k, v) for k, v in builtins.items()}
+        self._scanned = False
+
+    # -- discovery
+    def _scan_plugins(self) -> None:
+        if self._scanned:
+            return
+        self._scanned = True
+        if os.environ.get(PLUGIN_ENV, "").strip() not in ("", "0", "false", "False"):
+            return
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self.group):
+            dist = getattr(ep, "dist", None)
+            origin = f"plugin {dist.name} {dist.version}" if dist is not None else "plugin"
+            entry = Entry(ep.name, ep.value, origin, entry_point=ep)
+            if "/" not in ep.name:
+                entry.error = (f"plugin key {ep.name!r} ({origin}) must be 'namespace/name'; "
+                               "bare keys are reserved for conan_core")
+                warnings.warn(f"conan_core: {self.kind}: {entry.error}", stacklevel=3)
+                self._entries.setdefault(ep.name + " (invalid plugin key)", entry)
+                continue
+            if ep.name in self._entries:
+                first = self._entries[ep.name]
+                msg = (f"duplicate registry key {ep.name!r} in {self.kind} from {first.origin} "
+                       f"and {origin}")
+                warnings.warn(f"conan_core: {msg}", stacklevel=3)
+                first.error = msg
+                first.cls = None
+                continue
+            self._entries[ep.name] = entry
+
+    @property
+    def base(self) -> type:
+        if self._base is None:
+            self._base = _import_target(self._base_target)
+        return self._base
+
+    # -- lookups
+    def keys(self) -> list[str]:
+        """All keys (built-in and plugin, broken ones included), sorted."""
+        self._scan_plugins()
+        return sorted(self._entries)
+
+    def entry(self, key: str) -> Entry:
+        self._scan_plugins()
+        if key not in self._entries:
+            raise UnknownKeyError([self.unknown_issue(key, "type")])
+        return self._entries[key]
+
+    def unknown_issue(self, key: Any, path: str) -> ConfigIssue:
+        keys = self.keys()
+        return ConfigIssue(path=path, message=f"unknown {self.kind} key", value=key,
+                           suggestions=close_matches(str(key), keys), valid=keys)
+
+    def get(self, key: str) -> type[T]:
+        """The component class for ``key`` (imports it on first use)."""
+        entry = self.entry(key)
+        if entry.cls is not None:
+            return entry.cls
+        if entry.error is not None:
+            raise PluginError(f"{self.kind} key {key!r} is broken: {entry.error}")
+        try:
+            cls = entry.entry_point.load() if entry.entry_point is not None else _import_target(entry.target)
+        except Exception as exc:  # a broken plugin must only break its own key
+            entry.error = f"{entry.origin} (entry point {entry.target}) failed to import: {type(exc).__name__}: {exc}"
+            if entry.origin != "core":
+                warnings.warn(f"conan_core: {self.kind} key {key!r}: {entry.error}", stacklevel=2)
+            raise PluginError(f"{self.kind} key {key!r} is broken: {entry.error}") from exc
+        problem = self._check_class(cls)
+        if problem:
+            entry.error = problem
+            raise PluginError(f"{self.kind} key {key!r} is broken: {problem}")
+        entry.cls = cls
+        return cls
+
+    def _check_class(self, cls: Any) -> str | None:
+        if not isinstance(cls, type) or not issubclass(cls, self.base):
+            return f"{cls!r} does not subclass {self.base.__module__}.{self.base.__qualname__}"
+        conf = getattr(cls, "Config", None)
+        if not (isinstance(conf, type) and issubclass(conf, ComponentConfig)):
+            return f"{cls.__qualname__}.Config must subclass conan_core.registry.ComponentConfig"
+        return None
+
+    def config_class(self, key: str) -> type[ComponentConfig]:
+        return self.get(key).Config
+
+    def origin(self, key: str) -> str:
+        return self.entry(key).origin
+
+    # -- validation and building
+    def validate(self, spec: Any, path: str = "") -> tuple[ComponentConfig | None, list[ConfigIssue]]:
+        """Validate ``{"type": KEY, **fields}``; returns (config or None, every issue found)."""
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        if not isinstance(spec, Mapping):
+            return None, [ConfigIssue(path, f"expected a {self.kind} spec {{type: KEY, ...}}", spec)]
+        if "type" not in spec:
+            return None, [ConfigIssue(_join(path, "type"), f"missing the {self.kind} key",
+                                      valid=self.keys())]
+        key = spec["type"]
+        if not isinstance(key, str) or key not in self.keys():
+            return None, [self.unknown_issue(key, _join(path, "type"))]
+        try:
+            conf_cls = self.config_class(key)
+        except PluginError as exc:
+            return None, [ConfigIssue(_join(path, "type"), str(exc), key)]
+        fields = {k: v for k, v in spec.items() if k != "type"}
+        issues: list[ConfigIssue] = []
+        config = None
+        try:
+            config = conf_cls(**fields)
+        except ValidationError as exc:
+            issues.extend(pydantic_issues(exc, path, conf_cls))
+        # nested component specs, validated whatever happened above so all errors show at once
+        for name, info in conf_cls.model_fields.items():
+            kind = nested_kind(info)
+            if kind is None:
+                continue
+            value = getattr(config, name) if config is not None else fields.get(name, _MISSING)
+            if value is _MISSING and info.is_required() is False:
+                value = info.get_default(call_default_factory=True)
+            if value is None or value is _MISSING:
+                continue
+            from conan_core.registries import REGISTRIES  # late: registries imports this module
+
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                sub = _join(path, name) + (f"[{i}]" if isinstance(value, list) else "")
+                issues.extend(REGISTRIES[kind].validate(item, sub)[1])
+        return (config if not issues else None), issues
+
+    def build(self, spec: Any, path: str = "", **runtime: Any) -> T:
+        """Build a component from ``{"type": KEY, **fields}`` (or a bare key), with runtime deps."""
+        config, issues = self.validate(spec, path)
+        if issues:
+            raise (UnknownKeyError if any(i.message.startswith("unknown " + self.kind) for i in issues)
+                   else ConfigError)(issues)
+        return self.get(spec if isinstance(spec, str) else spec["type"])(config, **runtime)
+
+    def default_spec(self, key: str) -> dict[str, Any]:
+        """The fully resolved spec of ``key`` with every field at its default."""
+        conf = self.config_class(key)()
+        return {"type": key, **conf.model_dump(mode="json")}
+
+    def resolve(self, spec: Any) -> dict[str, Any]:
+        """A spec with every default filled in (nested components too)."""
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        config, issues = self.validate(spec)
+        if issues:
+            raise ConfigError(issues)
+        out = {"type": spec["type"]}
+        for name, info in type(config).model_fields.items():
+            value = getattr(config, name)
+            kind = nested_kind(info)
+            if kind is not None and value is not None:
+                from conan_core.registries import REGISTRIES
+
+                reg = REGISTRIES[kind]
+                value = [reg.resolve(v) for v in value] if isinstance(value, list) else reg.resolve(value)
+            elif isinstance(value, BaseModel):
+                value = value.model_dump(mode="json")
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, keys={len(self._entries)})"
+
+
+_MISSING = object()
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _import_target(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,1 @@
+"""An example conan_core plugin (see CONTRIBUTING.md, "Writing a plugin")."""
