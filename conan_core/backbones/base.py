@@ -17,6 +17,8 @@ class Backbone(ABC):
       norm; ``mask`` a ``masks`` component, causal when None);
     * ``forward(input_ids, attention_mask=None, labels=None, *, mask=None, alpha=0.0, ...)`` ->
       an output with ``logits`` [B, L, V] and ``loss`` (shifted cross-entropy) when labels are given;
+      with ``return_hidden=True`` the last hidden state [B, L, H] instead (what ``encode`` calls,
+      so call a DDP / FSDP2-wrapped model this way rather than ``wrapped.module.encode``);
     * ``get_input_embeddings()`` / ``get_output_embeddings()`` (the LM head, ``.weight`` [V, H]);
     * ``save_pretrained(dir)``.
 

@@ -121,3 +121,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
+
+
+def is_count(key: str) -> bool:
+    """True for count entries of a result dict (``n_queries``, ``en/n_queries``), not metrics."""
+    return key.rsplit("/", 1)[-1].startswith("n_")

@@ -29,6 +29,10 @@ class EvalDataError(ConanError, ValueError):
     """An evaluation file is missing or has a bad line (the message names file and line)."""
 
 
+class MissingEvalDataError(EvalDataError, FileNotFoundError):
+    """The files of a task are absent (as opposed to present but malformed)."""
+
+
 @dataclass
 class RetrievalData:
     """Queries, corpus and graded qrels of one retrieval set.
@@ -85,7 +89,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; bad JSON or a non-object raises with file:line."""
     path = Path(path)
     if not path.is_file():
-        raise EvalDataError(f"{path}: evaluation file not found")
+        raise MissingEvalDataError(f"{path}: evaluation file not found")
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -127,7 +131,7 @@ def _find(path: Path, task: str, names: tuple[str, ...]) -> Path:
             return cand
     wanted = ", ".join(names)
     tried = ", ".join(str(c) for c in candidates)
-    raise EvalDataError(f"no {task} evaluation data ({wanted}) under {path}; tried {tried}")
+    raise MissingEvalDataError(f"no {task} evaluation data ({wanted}) under {path}; tried {tried}")
 
 
 def load_retrieval(path: str | Path, task: str = "retrieval") -> RetrievalData:
@@ -206,4 +210,4 @@ def _find_file(path: Path, name: str) -> Path:
     for cand in (path, path / name, path / "eval" / name):
         if cand.is_file():
             return cand
-    raise EvalDataError(f"no {name} under {path}; tried {path}, {path / name}, {path / 'eval' / name}")
+    raise MissingEvalDataError(f"no {name} under {path}; tried {path}, {path / name}, {path / 'eval' / name}")

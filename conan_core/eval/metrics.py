@@ -108,8 +108,9 @@ def retrieval_metrics(
     for k in recall_k:
         per[f"recall@{k}"] = np.divide(hit[:, :k].sum(axis=1), n_rel, out=np.zeros(n), where=n_rel > 0)
     for k in mrr_k:
-        first = np.where(hit[:, :k].any(axis=1), hit[:, :k].argmax(axis=1), -1)
-        per[f"mrr@{k}"] = np.where(first >= 0, 1.0 / (first + 1.0), 0.0)
+        found = hit[:, :k].any(axis=1)
+        rank = hit[:, :k].argmax(axis=1) + 1.0  # 1-based rank of the first hit (1 when none: masked)
+        per[f"mrr@{k}"] = np.where(found, 1.0 / rank, 0.0)
     for name, values in per.items():
         out[name] = float(values.mean()) if n else 0.0
     out["n_queries"] = n

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, PositiveInt
 
-from conan_core.eval.base import Evaluator, as_encoders, l2_normalize
+from conan_core.eval.base import Evaluator, as_encoders, is_count, l2_normalize
 from conan_core.eval.data import RetrievalData, load_retrieval
 from conan_core.eval.metrics import retrieval_metrics
 
@@ -49,6 +49,25 @@ def _to_numpy(x, dtype) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
+
+
+def model_rankings(embedder, data: RetrievalData, depth: int, *, batch_size: int = 64,
+                   index: Literal["flat", "torch"] = "flat",
+                   query_instruction: str | None = None) -> dict[str, list[str]]:
+    """Query id -> the ``min(depth, N)`` doc ids of the highest cosine, best first."""
+    enc = as_encoders(embedder, batch_size=batch_size, query_instruction=query_instruction)
+    docs = l2_normalize(enc.corpus(data.doc_texts))
+    queries = l2_normalize(enc.query(data.query_texts))
+    _, ids = dense_search(docs, queries, depth, index)
+    return {qid: [data.doc_ids[j] for j in row] for qid, row in zip(data.query_ids, ids)}
+
+
+def bm25_rankings(data: RetrievalData, depth: int) -> dict[str, list[str]]:
+    """The same with BM25 (query text without any instruction)."""
+    from conan_core.eval.bm25 import BM25Index
+
+    _, ids = BM25Index(data.doc_texts).search(data.query_texts, depth)
+    return {qid: [data.doc_ids[j] for j in row] for qid, row in zip(data.query_ids, ids)}
 
 
 class RetrievalEvaluator(Evaluator):
@@ -87,19 +106,8 @@ class RetrievalEvaluator(Evaluator):
 
     def rank(self, embedder, data: RetrievalData, depth: int) -> dict[str, list[str]]:
         """Model rankings: query id -> doc ids best first, ``min(depth, N)`` each."""
-        enc = as_encoders(embedder, batch_size=self.config.batch_size,
-                          query_instruction=self.config.query_instruction)
-        docs = l2_normalize(enc.corpus(data.doc_texts))
-        queries = l2_normalize(enc.query(data.query_texts))
-        _, ids = dense_search(docs, queries, depth, self.config.index)
-        return {qid: [data.doc_ids[j] for j in row] for qid, row in zip(data.query_ids, ids)}
-
-    def rank_bm25(self, data: RetrievalData, depth: int) -> dict[str, list[str]]:
-        """BM25 rankings on the same data (query text without instruction)."""
-        from conan_core.eval.bm25 import BM25Index
-
-        _, ids = BM25Index(data.doc_texts).search(data.query_texts, depth)
-        return {qid: [data.doc_ids[j] for j in row] for qid, row in zip(data.query_ids, ids)}
+        return model_rankings(embedder, data, depth, batch_size=self.config.batch_size,
+                              index=self.config.index, query_instruction=self.config.query_instruction)
 
     def score(self, rankings: dict[str, list[str]], qrels: dict, n_docs: int) -> dict:
         """The configured metrics of ``rankings`` (see the class docstring for the names)."""
@@ -121,6 +129,6 @@ class RetrievalEvaluator(Evaluator):
         out = self.score(self.rank(embedder, data, depth), data.qrels, n_docs)
         out["n_docs"] = n_docs
         if self.config.bm25:
-            ref = self.score(self.rank_bm25(data, depth), data.qrels, n_docs)
-            out.update({f"bm25/{k}": v for k, v in ref.items() if not k.startswith("n_")})
+            ref = self.score(bm25_rankings(data, depth), data.qrels, n_docs)
+            out.update({f"bm25/{k}": v for k, v in ref.items() if not is_count(k)})
         return out

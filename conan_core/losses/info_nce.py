@@ -39,7 +39,7 @@ class InfoNCELoss(Loss):
     Numerics: cosines, logits and the softmax are float32 (float64 for float64 inputs) with autocast
     off, so bf16 embeddings from an autocast region are upcast first; the cross-entropy uses
     log-sum-exp, so cos = 1 everywhere at temperature 0.01 is finite. ``logits_hook`` (an
-    ``nn.Identity``) sees the final logits [B, C], for forward hooks that inspect or log them.
+    ``nn.Identity``) sees the final logits [B, C] (masked columns -inf), for forward hooks that inspect or log them.
 
     ``neg_scores``: float32 [B, n] cosine of query i with its own hard negatives (None without
     negatives). Metrics: ``accuracy`` (target ranked first), ``masked`` (masked columns in the
@@ -85,9 +85,10 @@ class InfoNCELoss(Loss):
             cos, target, neg_cos = self._cosines(q, p, n)
             masked = self._duplicate_mask(target, positive_ids, negative_ids, query_ids,
                                           0 if n is None else n.shape[1])
-            logits = self.logits_hook(cos / self.config.temperature)
+            logits = cos / self.config.temperature
             if masked is not None:
                 logits = logits.masked_fill(masked, float("-inf"))
+            logits = self.logits_hook(logits)
             loss = F.cross_entropy(logits, target)
             pos_cos = cos.gather(1, target[:, None])
             stats = torch.stack([
@@ -127,7 +128,8 @@ class InfoNCELoss(Loss):
         b = target.shape[0]
         device = target.device
         # text id of every candidate column (layout of _cosines) and whether that id is known
-        pos_ids = positive_ids.to(device) if positive_ids is not None else torch.zeros(b, dtype=torch.long, device=device)
+        pos_ids = (positive_ids.to(device) if positive_ids is not None
+                   else torch.zeros(b, dtype=torch.long, device=device))
         neg_ids = (negative_ids.to(device) if negative_ids is not None
                    else torch.zeros(b, n_per_query, dtype=torch.long, device=device))
         known_pos = torch.full((b,), positive_ids is not None, device=device)

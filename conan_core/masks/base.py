@@ -32,7 +32,7 @@ ExactKind = Literal["causal", "bidirectional"]
 ApplyMode = Literal["log_bias", "prob_scale"]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class MaskContext:
     """What a mask needs to know about one batch.
 
@@ -43,8 +43,9 @@ class MaskContext:
         segment_ids: optional LongTensor [B, L], document id of each token of packed sequences
             (read by the ``document`` mask; ``None`` = one document per row).
 
-    Compared by identity (``eq=False``): backends cache per-batch objects (Flex block masks) keyed
-    on the context object, which the model builds once per forward and passes to every layer.
+    Frozen and compared by identity (``eq=False``): backends cache per-batch objects (the bias, the
+    Flex block mask) keyed on the context object, so build one context per forward, pass it to
+    every layer, and build a new one when anything changes.
     """
 
     lengths: torch.Tensor
@@ -58,10 +59,10 @@ class MaskContext:
             raise ValueError(f"MaskContext.lengths must be a 1-D LongTensor [B], got {_describe(self.lengths)}")
         if self.lengths.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"MaskContext.lengths must be an integer tensor, got dtype {self.lengths.dtype}")
-        self.seq_len = int(self.seq_len)
+        object.__setattr__(self, "seq_len", int(self.seq_len))
         if self.seq_len < 1:
             raise ValueError(f"MaskContext.seq_len must be >= 1, got {self.seq_len}")
-        self.alpha = float(self.alpha)
+        object.__setattr__(self, "alpha", float(self.alpha))
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"MaskContext.alpha must be in [0, 1], got {self.alpha}")
         if self.segment_ids is not None:
@@ -85,7 +86,7 @@ class MaskContext:
             if lo < 0 or hi > self.seq_len:
                 raise ValueError(f"MaskContext.lengths must lie in [0, seq_len={self.seq_len}], "
                                  f"got min {lo}, max {hi}")
-            self._padded = lo < self.seq_len
+            object.__setattr__(self, "_padded", lo < self.seq_len)  # a cache, not a field change
         return self._padded
 
     def tensors(self, dtype: torch.dtype = torch.float32) -> "MaskTensors":
@@ -162,7 +163,7 @@ class Mask(ABC):
         """:meth:`value` with the padding rules applied; same broadcasting contract."""
         length = t.lengths[b]
         v = self.value(t, b, i, j)
-        v = torch.where(j < length, v, torch.zeros((), dtype=v.dtype, device=v.device))
+        v = torch.where(j < length, v, 0.0)  # Python scalars: nothing allocated inside Flex mods
         return torch.where(i < length, v, (j == 0).to(v.dtype))
 
     def matrix(self, ctx: MaskContext, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -57,8 +57,7 @@ class SoftMask(Mask):
             frac = t.alpha * length / row
         else:
             frac = t.alpha * row / length
-        one = torch.ones((), dtype=t.dtype, device=frac.device)
-        return torch.where(j <= i, one, torch.minimum(frac, one))
+        return torch.where(j <= i, 1.0, frac.clamp(max=1.0))
 
     def exact_kind(self, ctx: MaskContext) -> ExactKind | None:
         if ctx.padded():

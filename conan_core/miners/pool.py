@@ -253,6 +253,10 @@ class CandidatePool(Mapping[str, list]):
         manifest = {"format": POOL_FORMAT, "version": POOL_VERSION, "num_examples": len(ids),
                     "num_candidates": self.num_candidates(), "shards": shards, "meta": self.meta}
         _atomic_write(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        keep = {s["name"] for s in shards}
+        for stale_shard in path.glob("candidates-*.jsonl"):  # shards of an earlier, larger pool
+            if stale_shard.name not in keep:
+                stale_shard.unlink()
         return manifest
 
     @classmethod

@@ -26,6 +26,7 @@ class ConanConfig(PretrainedConfig):
     registry key (``"eager"``, ``"sdpa"``, ``"flex"``) or a full spec dict; ``norm`` is a ``norms``
     registry key (``"torch"``, ``"compiled"``, ``"apex/fused_rmsnorm"``) or spec dict. Both are
     run-time choices: override them when loading (``from_pretrained(dir, norm="torch")``).
+    Defaults are the ``tiny`` architecture (``conan_core.model.sizes.ARCHITECTURES``).
     ``scaled_residual_init`` scales the init std of the two residual output projections
     (``o_proj``, ``down_proj``) by ``1 / sqrt(2 * num_hidden_layers)`` (GPT-2 style).
     """
@@ -35,7 +36,7 @@ class ConanConfig(PretrainedConfig):
 
     def __init__(
         self,
-        vocab_size: int = 512,
+        vocab_size: int = 2000,
         hidden_size: int = 64,
         num_hidden_layers: int = 2,
         num_attention_heads: int = 4,
@@ -53,6 +54,7 @@ class ConanConfig(PretrainedConfig):
         pad_token_id: int | None = 0,
         bos_token_id: int | None = 1,
         eos_token_id: int | None = 2,
+        default_mask: str | dict[str, Any] = "causal",
         **kwargs: Any,
     ):
         # transformers 4.x's PretrainedConfig.__init__ sets defaults for the token ids and
@@ -81,6 +83,9 @@ class ConanConfig(PretrainedConfig):
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
+        # the masks-registry spec a forward uses when the call passes no mask: causal for the LM,
+        # "bidirectional" in an exported embedder so plain AutoModel/SentenceTransformer match it
+        self.default_mask = default_mask
         self.use_cache = False  # no KV cache: this model encodes whole sequences
         self._check()
 

@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import torch
+import transformers
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
@@ -26,11 +27,8 @@ from conan_core.model.configuration import ConanConfig
 from conan_core.model.rope import default_position_ids, rope_tables
 from conan_core.registry import ConanError
 
-try:  # transformers >= 5 maps tied parameters {target: source}; 4.x lists the targets
-    from transformers import __version__ as _TRANSFORMERS_VERSION
-    _TRANSFORMERS_MAJOR = int(_TRANSFORMERS_VERSION.split(".")[0])
-except (ImportError, ValueError):  # pragma: no cover - a transformers without a version string
-    _TRANSFORMERS_MAJOR = 5
+# transformers >= 5 maps tied parameters {target: source}; 4.x lists the targets
+_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 
 def _spec(value: Any) -> dict[str, Any]:
@@ -106,11 +104,13 @@ class ConanModel(ConanPreTrainedModel):
         self.embed_tokens = value
 
     def default_mask(self) -> Any:
-        """The causal mask used when a call passes none (built on first use)."""
+        """The mask used when a call passes none: ``config.default_mask`` (causal unless an export
+        set it), built on first use."""
         if self._default_mask is None:
             from conan_core.registries import REGISTRIES
 
-            self._default_mask = REGISTRIES["masks"].build({"type": "causal"})
+            spec = getattr(self.config, "default_mask", None) or "causal"
+            self._default_mask = REGISTRIES["masks"].build(spec, "config.default_mask")
         return self._default_mask
 
     def forward(
@@ -189,9 +189,9 @@ class ConanModel(ConanPreTrainedModel):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                mask: Any = None, alpha: float = 0.0, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """``last_hidden_state`` [B, L, hidden_size] of :meth:`forward` with the same arguments."""
-        return self.forward(input_ids, attention_mask, mask=mask, alpha=alpha,
-                            segment_ids=segment_ids).last_hidden_state
+        """``last_hidden_state`` [B, L, hidden_size] of :meth:`forward` with the same arguments
+        (through ``__call__``, so module hooks run)."""
+        return self(input_ids, attention_mask, mask=mask, alpha=alpha, segment_ids=segment_ids).last_hidden_state
 
     @staticmethod
     def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -249,23 +249,26 @@ class ConanForCausalLM(ConanPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         return_dict: bool = True,
+        return_hidden: bool = False,
         **unused: Any,
-    ) -> CausalLMOutput | tuple:
+    ) -> CausalLMOutput | tuple | torch.Tensor:
         """Logits [B, L, vocab_size] and, when ``labels`` [B, L] are given, the mean next-token
         cross-entropy (float32) of ``logits[:, :-1]`` against ``labels[:, 1:]``; label -100 and
         padding positions (``attention_mask == 0``) are ignored. Other arguments as
-        :meth:`ConanModel.forward`."""
+        :meth:`ConanModel.forward`.
+
+        ``return_hidden=True`` returns only the last hidden state [B, L, hidden_size] (no LM
+        head): embedding stages call the model this way so that wrappers hooked on this module's
+        forward (DDP, FSDP2) see the call."""
         out = self.model(input_ids, attention_mask, mask=mask, alpha=alpha, segment_ids=segment_ids,
                          position_ids=position_ids, inputs_embeds=inputs_embeds,
                          output_hidden_states=output_hidden_states, return_dict=True, **unused)
+        if return_hidden:
+            return out.last_hidden_state
         logits = self.lm_head(out.last_hidden_state)
         loss = None
         if labels is not None:
-            targets = labels[:, 1:]
-            if attention_mask is not None:
-                targets = targets.masked_fill(attention_mask[:, 1:] == 0, -100)
-            loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                   targets.reshape(-1).long(), ignore_index=-100)
+            loss = shifted_cross_entropy(logits, labels, attention_mask)
         if not return_dict:
             result = (logits,) + ((out.hidden_states,) if out.hidden_states is not None else ())
             return ((loss,) + result) if loss is not None else result
@@ -273,8 +276,25 @@ class ConanForCausalLM(ConanPreTrainedModel):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                mask: Any = None, alpha: float = 0.0, segment_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """``self.model.encode(...)``: last hidden state [B, L, hidden_size] (no LM head)."""
-        return self.model.encode(input_ids, attention_mask, mask=mask, alpha=alpha, segment_ids=segment_ids)
+        """Last hidden state [B, L, hidden_size] (no LM head): ``self(..., return_hidden=True)``,
+        so hooks on this module (DDP / FSDP2 root) run. Use the wrapper itself under DDP:
+        ``ddp(ids, attn, mask=m, alpha=a, return_hidden=True)``."""
+        return self(input_ids, attention_mask, mask=mask, alpha=alpha, segment_ids=segment_ids, return_hidden=True)
+
+
+def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                          attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy (float32 scalar): position t of ``logits`` [B, L, V] predicts
+    ``labels[:, t + 1]`` [B, L]; label -100, the last position and padding targets
+    (``attention_mask == 0``) are ignored.
+
+    The labels are shifted instead of the logits, so no copy of the [B, L, V] logits is made."""
+    targets = torch.full_like(labels, -100)
+    targets[:, :-1] = labels[:, 1:]
+    if attention_mask is not None:
+        targets[:, :-1].masked_fill_(attention_mask[:, 1:] == 0, -100)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1).long(),
+                           ignore_index=-100)
 
 
 def register_auto() -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 
 
-def inverse_frequencies(head_dim: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
-    """float32 [head_dim // 2]: ``theta ** (-2k / head_dim)`` for k = 0 .. head_dim/2 - 1."""
-    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).to(torch.float32) / head_dim
+def inverse_frequencies(head_dim: int, theta: float, device: torch.device | None = None,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """[head_dim // 2] of ``dtype``: ``theta ** (-2k / head_dim)`` for k = 0 .. head_dim/2 - 1."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).to(dtype) / head_dim
     return 1.0 / (theta ** exponents)
 
 
@@ -21,12 +22,14 @@ def rope_tables(position_ids: torch.Tensor, head_dim: int, theta: float,
                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cos, sin)``, each [B, 1, L, head_dim] in ``dtype``, for integer ``position_ids`` [B, L].
 
-    Angles are computed in float32 whatever ``dtype`` is (bf16 angles at position 30k would be
-    off by whole radians), then cast once.
+    Angles are computed in float32 (float64 when ``dtype`` is float64, for reference runs)
+    whatever ``dtype`` is (bf16 angles at position 30k would be off by whole radians), then
+    cast once. The float32 path is bit-compatible with transformers' Llama rotary embedding.
     """
-    inv_freq = inverse_frequencies(head_dim, theta, position_ids.device)
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    inv_freq = inverse_frequencies(head_dim, theta, position_ids.device, work)
     with torch.autocast(device_type=position_ids.device.type, enabled=False):
-        angles = position_ids.to(torch.float32)[..., None] * inv_freq  # [B, L, D/2]
+        angles = position_ids.to(work)[..., None] * inv_freq  # [B, L, D/2]
         angles = torch.cat((angles, angles), dim=-1)[:, None]  # [B, 1, L, D]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 

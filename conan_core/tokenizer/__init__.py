@@ -1,0 +1,8 @@
+"""Tokenizer: sentencepiece BPE training (byte fallback, lossless) saved as a transformers fast
+tokenizer. Importing this package imports neither sentencepiece nor transformers."""
+
+from conan_core.tokenizer.load import load_sentencepiece, load_tokenizer
+from conan_core.tokenizer.text import MARKERS, clean_text, iter_texts
+from conan_core.tokenizer.train import train_tokenizer
+
+__all__ = ["MARKERS", "clean_text", "iter_texts", "load_sentencepiece", "load_tokenizer", "train_tokenizer"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -32,6 +32,8 @@ class AttentionBackend(ABC):
     def __init__(self, config: ComponentConfig, **runtime):
         self.config = config
         self.last_path: str | None = None
+        self._batch_key: tuple[Any, Any] | None = None
+        self._batch_cache: dict[Any, Any] = {}
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: "Mask",
                  ctx: "MaskContext", scale: float | None = None) -> torch.Tensor:
@@ -39,6 +41,16 @@ class AttentionBackend(ABC):
         if scale is None:
             scale = 1.0 / math.sqrt(q.shape[-1])
         return self.forward(q, k, v, mask=mask, ctx=ctx, scale=float(scale))
+
+    def per_batch(self, mask: "Mask", ctx: "MaskContext", name: Any, make: Callable[[], Any]) -> Any:
+        """``make()`` once per (mask, ctx) pair and ``name``: every layer of a forward shares the
+        context object, so one backend shared by the layers builds the bias / block mask once.
+        Only the latest pair is kept (keyed by identity; contexts are immutable)."""
+        if self._batch_key is None or self._batch_key[0] is not mask or self._batch_key[1] is not ctx:
+            self._batch_key, self._batch_cache = (mask, ctx), {}
+        if name not in self._batch_cache:
+            self._batch_cache[name] = make()
+        return self._batch_cache[name]
 
     @abstractmethod
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: "Mask",
@@ -72,13 +84,16 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 def select_backend(name: str = "auto", device: torch.device | str = "cpu",
                    requires_grad: bool = True) -> AttentionBackend:
-    """Build an attention backend by key with default config; ``"auto"`` picks ``flex`` on CUDA
-    (soft masks without an L x L tensor) and ``sdpa`` elsewhere (no Flex backward on CPU/MPS in
-    torch 2.13; SDPA's fused CPU kernels are the fastest option there). ``requires_grad`` only
-    matters for ``auto`` and documents the choice; ``flex`` itself also falls back on CPU."""
+    """Build an attention backend by key with its default config. ``"auto"`` picks:
+
+    * CUDA: ``flex`` (soft masks computed on the fly, no L x L tensor: long contexts fit);
+    * MPS: ``flex`` for inference, ``sdpa`` when ``requires_grad`` (no Flex backward on MPS);
+    * CPU and others: ``sdpa`` (no Flex backward on CPU in torch 2.13, and eager Flex on CPU is
+      unfused, so SDPA's fused CPU kernels win for inference too).
+    """
     from conan_core.registries import REGISTRIES  # late: the registry is the one list of keys
 
     if name == "auto":
-        dev = torch.device(device)
-        name = "flex" if dev.type == "cuda" else "sdpa"
+        kind = torch.device(device).type
+        name = "flex" if kind == "cuda" or (kind == "mps" and not requires_grad) else "sdpa"
     return REGISTRIES["attention"].build({"type": name})

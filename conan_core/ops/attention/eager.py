@@ -30,11 +30,14 @@ class EagerAttention(AttentionBackend):
         s = (q @ k.transpose(-1, -2)) * scale
         if mask.apply == "prob_scale":
             self.last_path = "prob_scale"
-            m = mask.matrix(ctx, acc).to(q.device).unsqueeze(1)
+            m = self.per_batch(mask, ctx, ("matrix", acc, q.device),
+                               lambda: mask.matrix(ctx, acc).to(q.device).unsqueeze(1))
             p = torch.softmax(s.to(acc).masked_fill(m == 0, -math.inf), dim=-1)
             p = p * m
             p = p / p.sum(dim=-1, keepdim=True)
         else:
             self.last_path = "log_bias"
-            p = torch.softmax(s + mask.bias(ctx, q.dtype).to(q.device), dim=-1, dtype=acc)
+            bias = self.per_batch(mask, ctx, ("bias", q.dtype, q.device),
+                                  lambda: mask.bias(ctx, q.dtype).to(q.device))
+            p = torch.softmax(s + bias, dim=-1, dtype=acc)
         return p.to(v.dtype) @ v

@@ -10,7 +10,11 @@ from pydantic import Field
 
 from conan_core.masks.base import Mask, MaskContext
 from conan_core.ops.attention.base import AttentionBackend
-from conan_core.registry import ComponentConfig
+from conan_core.registry import ComponentConfig, ConanError
+
+
+class FlexUnavailableError(ConanError, RuntimeError):
+    """Flex cannot run this call here (a backward on CPU / MPS) and ``fallback="error"``."""
 
 
 class FlexAttentionBackend(AttentionBackend):
@@ -43,7 +47,6 @@ class FlexAttentionBackend(AttentionBackend):
         super().__init__(config)
         self._compiled: Any = None
         self._sdpa: Any = None
-        self._cache: tuple[Any, Any, bool, Any, Any] | None = None
 
     def needs_fallback(self, *tensors: torch.Tensor) -> bool:
         """True when Flex cannot run these inputs here (backward needed on CPU / MPS)."""
@@ -55,20 +58,18 @@ class FlexAttentionBackend(AttentionBackend):
         return mode == "always" or (mode == "auto" and device.type == "cuda")
 
     def mods(self, mask: Mask, ctx: MaskContext, compiled: bool) -> tuple[Any, Any]:
-        """``(score_mod or None, block_mask)`` for this mask and context (cached by identity)."""
-        c = self._cache
-        if c is not None and c[0] is mask and c[1] is ctx and c[2] == compiled:
-            return c[3], c[4]
-        score_mod = mask.score_mod(ctx) if mask.has_fractional(ctx) else None
-        block_mask = mask.block_mask(ctx, block_size=self.config.block_size, compiled=compiled)
-        self._cache = (mask, ctx, compiled, score_mod, block_mask)
-        return score_mod, block_mask
+        """``(score_mod or None, block_mask)`` for this mask and context (built once per pair)."""
+        def make():
+            score_mod = mask.score_mod(ctx) if mask.has_fractional(ctx) else None
+            return score_mod, mask.block_mask(ctx, block_size=self.config.block_size, compiled=compiled)
+
+        return self.per_batch(mask, ctx, ("flex", compiled), make)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: Mask,
                 ctx: MaskContext, scale: float) -> torch.Tensor:
         if self.needs_fallback(q, k, v):
             if self.config.fallback == "error":
-                raise RuntimeError(f"FlexAttention has no backward on {q.device.type} in torch "
+                raise FlexUnavailableError(f"FlexAttention has no backward on {q.device.type} in torch "
                                    f"{torch.__version__}; use attention 'sdpa' or fallback='sdpa'")
             if self._sdpa is None:
                 from conan_core.ops.attention.sdpa import SDPAAttention

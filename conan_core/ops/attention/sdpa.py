@@ -55,7 +55,8 @@ class SDPAAttention(AttentionBackend):
                                                   enable_gqa=groups > 1)
         if path == "none":
             return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=groups > 1)
-        bias = mask.bias(ctx, q.dtype).to(q.device)
+        bias = self.per_batch(mask, ctx, ("bias", q.dtype, q.device),
+                              lambda: mask.bias(ctx, q.dtype).to(q.device))
         if q.device.type == "cuda" and groups > 1:
             k, v, groups = repeat_kv(k, groups), repeat_kv(v, groups), 1
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale,

@@ -1,0 +1,178 @@
+"""Data pipeline throughput against a tiny model's consumption (ratio target >= 10x).
+
+Pipeline (what pretraining runs): TextShards (sha256 verified, shuffle buffer 1000) ->
+tokenise with a byte-level BPE tokenizer trained here on the same data with the ``tokenizers``
+library (vocab 2000) -> pack into rows of 128 tokens with EOS and segment ids -> batches of 16 rows
+stacked into LongTensor [16, 128]. Everything runs in one process on one thread, so the ratio is
+per core: with N DataLoader workers the data side scales N-fold.
+
+Anchor (the consumer): a tiny causal LM step measured in the same run, interleaved with the data
+measurements: token embedding (V=2000, d=64), 2 x ``torch.nn.TransformerEncoderLayer``
+(d_model=64, nhead=4, dim_feedforward=256, causal mask, batch_first), tied LM head,
+cross-entropy, backward and an AdamW step, fp32 on CPU, one thread. This stands in for conan's
+tiny preset model and is named ``tiny_lm_d64_2layers`` in the results.
+
+Metric: ratio = data tokens/s / model tokens/s (medians over interleaved rounds, warm-up excluded),
+stored in ``benchmark.extra_info["ratio"]``. Correctness: with shuffling off, the pipeline's
+batches equal a plain reference (tokenise each text, append EOS, concatenate, cut).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import statistics
+import time
+
+import pytest
+import torch
+
+from conan_core.data.batching import task_batches
+from conan_core.data.packing import pack
+from conan_core.data.shards import write_shards
+from conan_core.registries import REGISTRIES
+from conan_core.sources.reader import Map
+
+FULL = os.environ.get("CONAN_BENCH_FULL", "") not in ("", "0")
+SEQ_LEN = 128
+BATCH = 16
+VOCAB = 2000
+N_DOCS = 20000 if FULL else 3000
+ROUNDS = 15 if FULL else 7
+BATCHES_PER_ROUND = 6
+
+WORDS = ("the of and to in is was for on that with as by at from data model training text embedding "
+         "retrieval query passage negative positive language mask attention layer token vector "
+         "search index score rank learn contrastive loss batch epoch shard sample worker cache "
+         "datos modelo texto consulta recherche donnée modèle apprentissage Daten Modell Suche").split()
+
+
+def _corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(40, 400))]
+        for i in range(0, len(words), rng.randint(8, 20)):
+            words[i] = words[i].capitalize()
+        docs.append(" ".join(words) + f" {rng.randint(0, 10**6)}.")
+    return docs
+
+
+def _train_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<eos>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+class _Encode:
+    """Picklable tokenising function for Map (runs in DataLoader workers too)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, sample: dict) -> list[int]:
+        return self.tokenizer.encode(sample["text"]).ids
+
+
+def _stack(rows: list) -> torch.Tensor:
+    return torch.stack([ids for ids, _ in rows])
+
+
+def _pipeline(path: str, tokenizer, eos: int, shuffle: bool):
+    source = REGISTRIES["sources"].build({"type": "text_shards", "path": path,
+                                         "shuffle_buffer": 1000 if shuffle else 0,
+                                         "shuffle_shards": shuffle}, seed=0)
+    rows = pack(Map(source, _Encode(tokenizer)), SEQ_LEN, eos_id=eos)
+    return Map(task_batches(rows, BATCH, key=None), _stack)
+
+
+class _TinyLM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, 64)
+        self.layers = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(64, 4, 256, dropout=0.0, batch_first=True) for _ in range(2))
+        self.register_buffer("causal", torch.nn.Transformer.generate_square_subsequent_mask(SEQ_LEN))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        for layer in self.layers:
+            h = layer(h, src_mask=self.causal, is_causal=True)
+        logits = h @ self.embed.weight.T
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    texts = _corpus(N_DOCS)
+    path = tmp_path_factory.mktemp("bench_text")
+    write_shards(({"text": t} for t in texts), path, kind="text", shard_size=250)
+    tokenizer = _train_tokenizer(texts)
+    return str(path), tokenizer, texts
+
+
+def _check_against_reference(path: str, tokenizer, texts: list[str], eos: int) -> None:
+    """Unshuffled pipeline batches == tokenise each text, append EOS, concatenate, cut."""
+    got = list(itertools.islice(_pipeline(path, tokenizer, eos, shuffle=False), 5))
+    flat = [t for text in texts[:400] for t in tokenizer.encode(text).ids + [eos]]
+    ref = torch.tensor(flat[:5 * BATCH * SEQ_LEN]).view(5, BATCH, SEQ_LEN)
+    assert torch.equal(torch.stack(got), ref)
+    assert tokenizer.decode(got[0][0].tolist()).startswith(texts[0][:40])
+
+
+def test_data_throughput_vs_tiny_model(setup, benchmark):
+    path, tokenizer, texts = setup
+    eos = tokenizer.token_to_id("<eos>")
+    _check_against_reference(path, tokenizer, texts, eos)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = _TinyLM()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        batches = iter(_pipeline(path, tokenizer, eos, shuffle=True))
+
+        def data_round() -> list[torch.Tensor]:
+            return [next(batches) for _ in range(BATCHES_PER_ROUND)]
+
+        def model_round(chunk: list[torch.Tensor]) -> None:
+            for ids in chunk:
+                opt.zero_grad(set_to_none=True)
+                loss = model(ids)
+                loss.backward()
+                opt.step()
+            assert torch.isfinite(loss)
+
+        model_round(data_round())  # warm-up of both sides, excluded
+        t_data, t_model = [], []
+        for _ in range(ROUNDS):  # interleaved repetitions
+            t0 = time.perf_counter()
+            chunk = data_round()
+            t1 = time.perf_counter()
+            model_round(chunk)
+            t2 = time.perf_counter()
+            t_data.append(t1 - t0)
+            t_model.append(t2 - t1)
+        tokens = BATCHES_PER_ROUND * BATCH * SEQ_LEN
+        data_rate = tokens / statistics.median(t_data)
+        model_rate = tokens / statistics.median(t_model)
+        ratio = data_rate / model_rate
+        benchmark.extra_info.update({
+            "anchor": "tiny_lm_d64_2layers (Embedding 2000x64, 2x TransformerEncoderLayer d64 h4 ff256, "
+                      "tied head, CE, AdamW; fp32 CPU, 1 thread)",
+            "pipeline": "text_shards(verify, buffer 1000) -> tokenizers BPE(2000) -> pack(128) -> batch(16)",
+            "data_tokens_per_s": round(data_rate), "model_tokens_per_s": round(model_rate),
+            "ratio": round(ratio, 2), "target_ratio": 10.0,
+        })
+        benchmark.pedantic(lambda: next(batches), rounds=20, iterations=1, warmup_rounds=2)
+        print(f"\ndata {data_rate:,.0f} tok/s, tiny model {model_rate:,.0f} tok/s, ratio {ratio:.1f}x")
+        assert ratio >= 10.0, f"data pipeline only {ratio:.1f}x the tiny model's consumption (target 10x)"
+    finally:
+        torch.set_num_threads(threads)

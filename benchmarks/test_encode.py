@@ -1,0 +1,183 @@
+"""Inference hot paths: ``Embedder.encode`` against ``SentenceTransformer.encode``, and BM25 against
+faiss search on an eval-sized set.
+
+1. Encode throughput on the same exported model and the same texts of mixed length (1 to ~250
+   tokens, standard-library docstrings): ``Embedder.encode`` (tokenize once, exact token-length
+   sort so most batches need no padding and take SDPA's unmasked fast path) against
+   ``SentenceTransformer(export).encode`` (the anchor), interleaved round by round. Both run the
+   same precision (float32 on CPU); on CUDA the Embedder's default bf16 is timed too, against the
+   anchor in its default float32 and in bf16. Target: ``st_over_embedder`` >= 1.3. Before timing, both
+   outputs are checked against each other and a float64 single-sequence reference.
+2. Search on an eval-sized set (short mode: 5k documents, 500 queries; ``CONAN_BENCH_FULL=1``:
+   50k / 2k): BM25 (bm25s index + top-100) against faiss flat IP (index + top-100 over 256-d
+   embeddings), ratio ``bm25_over_faiss``. faiss is checked against float64 numpy on 50 queries,
+   BM25 scores against a float64 Lucene formula on 20 queries.
+
+Model: 4 layers, hidden 256, 8 x 32 heads (GQA 4 kv), random init; 2k texts (8k in full mode).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
+N_TEXTS = 8000 if FULL else 2000
+N_DOCS, N_QUERIES = (50_000, 2_000) if FULL else (5_000, 500)
+ROUNDS = 5 if FULL else 3
+BATCH = 32
+TOP_K = 100
+
+_spec = importlib.util.spec_from_file_location(
+    "tiny_run", Path(__file__).resolve().parent.parent / "tests" / "tiny_run.py")
+tiny_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_run)
+
+
+def mixed_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` texts from 1 line to ~20 joined docstring lines (mixed lengths), deterministic."""
+    lines = tiny_run.docstring_corpus(limit=10**6)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        k = int(rng.choice([1, 1, 1, 2, 3, 5, 8, 13, 20]))
+        start = int(rng.integers(0, len(lines) - k))
+        out.append(" ".join(lines[start:start + k]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from conan_core.export import export_run
+
+    root = tmp_path_factory.mktemp("bench_run")
+    tiny_run.build_tiny_run(root, max_length=256, backbone={
+        "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 32, "intermediate_size": 688, "max_position_embeddings": 512, "initializer_range": 0.05})
+    return export_run(root, root / "export")
+
+
+def float64_reference(emb, text: str) -> np.ndarray:
+    from conan_core.registries import REGISTRIES
+
+    model = copy.deepcopy(emb.model).double()
+    ids = emb.tokenizer(text, truncation=True, max_length=emb.max_length)["input_ids"]
+    with torch.no_grad():
+        hidden = model.encode(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long),
+                              mask=REGISTRIES["masks"].build({"type": "bidirectional"}))[0]
+    vec = hidden.mean(0).numpy()
+    return vec / np.linalg.norm(vec)
+
+
+def interleaved(fns: dict, rounds: int) -> dict[str, float]:
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def test_encode_vs_sentence_transformers(benchmark, exported):
+    import conan_core.model  # noqa: F401  (registers "conan" for sentence-transformers)
+    from sentence_transformers import SentenceTransformer
+
+    from conan_core import Embedder
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    texts = mixed_texts(N_TEXTS)
+    emb = Embedder.load(exported, device=device, dtype=torch.float32)
+    st = SentenceTransformer(str(exported), device=device)
+
+    # correctness first: both against each other, and the Embedder against float64 on a few texts
+    probe = texts[:64]
+    ours = emb.encode(probe, batch_size=BATCH)
+    theirs = st.encode(probe, batch_size=BATCH)
+    assert np.abs(ours - theirs).max() < (5e-3 if device == "cuda" else 1e-4)
+    cpu_emb = Embedder.load(exported, device="cpu", dtype=torch.float32)
+    ref = np.stack([float64_reference(cpu_emb, t) for t in probe[:6]])
+    assert np.abs(cpu_emb.encode(probe[:6]) - ref).max() < 1e-4
+
+    lengths = [len(ids) for ids in emb.tokenize(texts)[0]]
+    fns = {"embedder": lambda: emb.encode(texts, batch_size=BATCH, show_progress=False),
+           "sentence_transformers": lambda: st.encode(texts, batch_size=BATCH, show_progress_bar=False)}
+    if device == "cuda":
+        emb_bf16 = Embedder.load(exported, device=device)  # default: bf16 on CUDA
+        st_bf16 = SentenceTransformer(str(exported), device=device, model_kwargs={"dtype": torch.bfloat16})
+        fns["embedder_bf16"] = lambda: emb_bf16.encode(texts, batch_size=BATCH, show_progress=False)
+        fns["sentence_transformers_bf16"] = lambda: st_bf16.encode(texts, batch_size=BATCH, show_progress_bar=False)
+    med = interleaved(fns, ROUNDS)
+    ratios = {"st_over_embedder": med["sentence_transformers"] / med["embedder"]}
+    if device == "cuda":
+        ratios["st_fp32_over_embedder_bf16"] = med["sentence_transformers"] / med["embedder_bf16"]
+        ratios["st_bf16_over_embedder_bf16"] = med["sentence_transformers_bf16"] / med["embedder_bf16"]
+    benchmark.extra_info.update(device=device, texts=len(texts), batch=BATCH,
+                                mean_tokens=float(np.mean(lengths)), max_tokens=int(max(lengths)),
+                                medians_s=med, texts_per_s={k: len(texts) / v for k, v in med.items()},
+                                target_ratio=1.3, **ratios)
+    print(f"\nencode {len(texts)} texts (mean {np.mean(lengths):.0f} tokens) on {device}: "
+          + ", ".join(f"{k} {len(texts) / v:.0f} texts/s" for k, v in med.items())
+          + "; " + ", ".join(f"{k} x{v:.2f}" for k, v in ratios.items()))
+    benchmark.pedantic(fns["embedder"], rounds=1, iterations=1, warmup_rounds=0)
+
+
+def reference_bm25(index_texts: list[list[str]], query: list[str], k1=1.5, b=0.75) -> np.ndarray:
+    avg = sum(len(d) for d in index_texts) / len(index_texts)
+    df: dict[str, int] = {}
+    for d in index_texts:
+        for term in set(d):
+            df[term] = df.get(term, 0) + 1
+    out = np.zeros(len(index_texts))
+    for term in query:
+        if term not in df:
+            continue
+        idf = math.log(1 + (len(index_texts) - df[term] + 0.5) / (df[term] + 0.5))
+        for i, d in enumerate(index_texts):
+            tf = d.count(term)
+            if tf:
+                out[i] += idf * tf / (tf + k1 * (1 - b + b * len(d) / avg))
+    return out
+
+
+def test_bm25_vs_faiss_search(benchmark):
+    from conan_core.eval.bm25 import BM25Index, bm25_tokenize
+    from conan_core.eval.retrieval import dense_search
+
+    docs = mixed_texts(N_DOCS, seed=1)
+    queries = [" ".join(t.split()[:8]) for t in mixed_texts(N_QUERIES, seed=2)]
+    rng = np.random.default_rng(0)
+    doc_emb = rng.standard_normal((N_DOCS, 256)).astype(np.float32)
+    doc_emb /= np.linalg.norm(doc_emb, axis=1, keepdims=True)
+    q_emb = rng.standard_normal((N_QUERIES, 256)).astype(np.float32)
+    q_emb /= np.linalg.norm(q_emb, axis=1, keepdims=True)
+
+    # correctness: faiss top-k against float64 numpy; BM25 scores against the float64 formula
+    _, ids = dense_search(doc_emb, q_emb[:50], TOP_K, "flat")
+    exact = np.argsort(-(q_emb[:50].astype(np.float64) @ doc_emb.T.astype(np.float64)), axis=1)[:, :TOP_K]
+    assert np.mean([len(set(a) & set(b)) / TOP_K for a, b in zip(ids, exact)]) > 0.99
+    index = BM25Index(docs)
+    tokenized = [bm25_tokenize(d) for d in docs]
+    for q in queries[:20]:
+        np.testing.assert_allclose(index.scores(q), reference_bm25(tokenized, bm25_tokenize(q)), rtol=1e-4, atol=1e-5)
+
+    fns = {"bm25": lambda: BM25Index(docs).search(queries, TOP_K),
+           "faiss_flat": lambda: dense_search(doc_emb, q_emb, TOP_K, "flat")}
+    med = interleaved(fns, ROUNDS)
+    ratio = med["bm25"] / med["faiss_flat"]
+    benchmark.extra_info.update(docs=N_DOCS, queries=N_QUERIES, dim=256, top_k=TOP_K, medians_s=med,
+                                bm25_over_faiss=ratio)
+    print(f"\nsearch {N_QUERIES} queries over {N_DOCS} docs (index + top-{TOP_K}): BM25 {med['bm25'] * 1e3:.0f} ms, "
+          f"faiss flat {med['faiss_flat'] * 1e3:.0f} ms, BM25 / faiss x{ratio:.2f}")
+    benchmark.pedantic(fns["bm25"], rounds=1, iterations=1, warmup_rounds=0)

@@ -1,0 +1,290 @@
+"""``hf``: any transformers decoder (Llama, Qwen2, Mistral, ...) as the backbone.
+
+Our mask reaches the library's attention as a 4-D additive float mask ``[B, 1, L, L]`` (``log M``
+from the mask component, in the compute dtype), which transformers' "sdpa" and "eager" attention
+add to the logits as they are. Flash-attention implementations ignore 4-D masks, so only those
+two are allowed, and every build runs a probe (:func:`check_mask_reaches_attention`) that fails
+loudly if a bidirectional mask gives causal outputs: several projects silently fell back to
+causal attention after a library upgrade changed how custom masks are read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from conan_core.backbones.base import Backbone
+from conan_core.registry import ComponentConfig, ConanError
+
+
+class MaskIgnoredError(ConanError, RuntimeError):
+    """A transformers model ignores the 4-D attention mask we pass (bidirectional = causal)."""
+
+
+class HFBackbone(Backbone):
+    """A transformers causal LM, from sizes (random init) or from a local pretrained ``path``,
+    wrapped in :class:`HFDecoder` (``encode(..., mask=, alpha=)``)."""
+
+    class Config(ComponentConfig):
+        model_type: str = Field("llama", min_length=1,
+                                description="transformers model_type (llama, qwen2, mistral, ...); "
+                                            "ignored when path is set")
+        path: str | None = Field(None, description="local directory of a pretrained causal LM; "
+                                                   "when set, the size fields are ignored")
+        hidden_size: int = Field(64, gt=0, description="model width")
+        num_hidden_layers: int = Field(2, gt=0, description="decoder blocks")
+        num_attention_heads: int = Field(4, gt=0, description="query heads")
+        num_key_value_heads: int = Field(2, gt=0, description="key/value heads (GQA)")
+        head_dim: int | None = Field(16, gt=0, description="per-head width (None: hidden / heads)")
+        intermediate_size: int = Field(172, gt=0, description="MLP width")
+        max_position_embeddings: int = Field(512, gt=0, description="longest sequence")
+        rope_theta: float = Field(10000.0, gt=0, description="RoPE base")
+        rms_norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon")
+        tie_word_embeddings: bool = Field(False, description="share input embedding and LM head")
+        initializer_range: float = Field(0.02, gt=0, description="std of the normal init")
+        attn_implementation: Literal["sdpa", "eager"] = Field(
+            "sdpa", description="transformers attention; flash kernels ignore 4-D masks and are refused")
+        gradient_checkpointing: bool = Field(False, description="recompute blocks in backward")
+        check_mask: bool = Field(True, description="probe at build that the 4-D mask reaches attention")
+
+        @model_validator(mode="after")
+        def _shapes(self):
+            if self.num_attention_heads % self.num_key_value_heads:
+                raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                                 f"num_key_value_heads ({self.num_key_value_heads})")
+            return self
+
+    def hf_config(self, vocab_size: int):
+        """The transformers config built from the size fields (``path`` unset)."""
+        from transformers import AutoConfig
+
+        c = self.config
+        kwargs: dict[str, Any] = dict(
+            vocab_size=vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+            num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
+            intermediate_size=c.intermediate_size, max_position_embeddings=c.max_position_embeddings,
+            rope_theta=c.rope_theta, rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings,
+            initializer_range=c.initializer_range, use_cache=False)
+        if c.head_dim is not None:
+            kwargs["head_dim"] = c.head_dim
+        if c.model_type in ("mistral", "qwen2"):
+            kwargs["sliding_window"] = None  # full attention: the mask decides what is visible
+        try:
+            return AutoConfig.for_model(c.model_type, **kwargs)
+        except (KeyError, ValueError) as exc:
+            raise ConanError(f"backbone.model_type: transformers cannot build a config of type "
+                             f"{c.model_type!r} ({exc}); use a decoder type such as llama, qwen2, mistral") from exc
+
+    def build(self, vocab_size: int, *, meta: bool = False) -> "HFDecoder":
+        """The wrapped causal LM (float32; on the meta device with ``meta=True``)."""
+        from transformers import AutoModelForCausalLM
+
+        impl = self.config.attn_implementation
+        if self.config.path is not None:
+            if meta:
+                from transformers import AutoConfig
+
+                config = AutoConfig.from_pretrained(self.config.path)
+                with torch.device("meta"):
+                    model = AutoModelForCausalLM.from_config(config, attn_implementation=impl)
+            else:
+                # float32 master weights whatever the checkpoint stores (keyword renamed in 5.0)
+                dtype_kw = "dtype" if _transformers_major() >= 5 else "torch_dtype"
+                model = AutoModelForCausalLM.from_pretrained(self.config.path, attn_implementation=impl,
+                                                             **{dtype_kw: torch.float32})
+            rows = model.get_input_embeddings().weight.shape[0]
+            if vocab_size > rows:
+                raise ConanError(f"backbone.path {self.config.path!r} has {rows} token embeddings but the "
+                                 f"tokenizer has {vocab_size} tokens; use the model's own tokenizer")
+        else:
+            config = self.hf_config(vocab_size)
+            if meta:
+                with torch.device("meta"):
+                    model = AutoModelForCausalLM.from_config(config, attn_implementation=impl)
+            else:
+                model = AutoModelForCausalLM.from_config(config, attn_implementation=impl)
+        if self.config.check_mask:
+            check_mask_reaches_attention(model.config.model_type, impl)
+        if self.config.gradient_checkpointing:
+            from conan_core.backbones.conan import enable_checkpointing
+
+            enable_checkpointing(model)
+        return HFDecoder(model)
+
+
+class HFDecoder(nn.Module):
+    """A transformers ``*ForCausalLM`` (attribute ``hf``) behind the backbone contract of
+    :class:`~conan_core.backbones.base.Backbone`: ``encode``, ``forward``, ``model(...)``,
+    ``get_input_embeddings``, ``get_output_embeddings``, ``save_pretrained``."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+        # ``model(...)`` mirrors ConanForCausalLM.model; a plain callable (not a submodule) so
+        # the base model's parameters are registered once, under ``hf``.
+        self.model = _BaseModelCall(self)
+
+    @property
+    def config(self):
+        return self.hf.config
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.hf.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.hf.get_output_embeddings()
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
+        """Saves the wrapped model (loadable by ``AutoModelForCausalLM.from_pretrained``)."""
+        self.hf.save_pretrained(save_directory, **kwargs)
+
+    def attention_bias(self, attention_mask: torch.Tensor | None, input_ids: torch.Tensor, *,
+                       mask: Any = None, alpha: float = 0.0,
+                       segment_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The 4-D additive mask ``[B, 1, L, L]`` fed to the library: ``log M`` of ``mask``
+        (causal when None) in the compute dtype, closed entries at the dtype's finite minimum
+        (the value transformers itself uses, safe in every kernel)."""
+        from conan_core.masks.base import MaskContext
+        from conan_core.registries import REGISTRIES
+
+        batch, length = input_ids.shape[:2]
+        device = input_ids.device
+        if attention_mask is None:
+            lengths = torch.full((batch,), length, dtype=torch.long, device=device)
+        else:
+            lengths = attention_mask.to(device).long().sum(-1)
+        ctx = MaskContext(lengths=lengths, seq_len=length, alpha=float(alpha), segment_ids=segment_ids)
+        if mask is None:
+            mask = REGISTRIES["masks"].build({"type": "causal"})
+        dtype = _compute_dtype(self.hf, device)
+        bias = mask.bias(ctx, dtype).to(device)
+        return bias.clamp(min=torch.finfo(dtype).min)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+               mask: Any = None, alpha: float = 0.0, segment_ids: torch.Tensor | None = None,
+               position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden state [B, L, H] (after the final norm) of a right-padded batch under ``mask``,
+        through ``self(..., return_hidden=True)`` so module hooks (DDP / FSDP2) run.
+
+        Positions are ``0..L-1`` (restarting per segment when ``segment_ids`` is given)."""
+        return self(input_ids, attention_mask, mask=mask, alpha=alpha, segment_ids=segment_ids,
+                    position_ids=position_ids, return_hidden=True)
+
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *, mask: Any,
+                alpha: float, segment_ids: torch.Tensor | None, position_ids: torch.Tensor | None) -> torch.Tensor:
+        from conan_core.model.rope import default_position_ids
+
+        bias = self.attention_bias(attention_mask, input_ids, mask=mask, alpha=alpha, segment_ids=segment_ids)
+        if position_ids is None:
+            batch, length = input_ids.shape[:2]
+            position_ids = default_position_ids(batch, length, input_ids.device, segment_ids)
+        out = self.hf.base_model(input_ids=input_ids, attention_mask=bias, position_ids=position_ids,
+                                 use_cache=False)
+        return out.last_hidden_state
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, *, mask: Any = None, alpha: float = 0.0,
+                segment_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                return_hidden: bool = False):
+        """``CausalLMOutput(logits [B, L, V], loss)``; loss as ``ConanForCausalLM.forward``;
+        ``return_hidden=True``: only the last hidden state [B, L, H]."""
+        from transformers.modeling_outputs import CausalLMOutput
+
+        from conan_core.model.modeling import shifted_cross_entropy
+
+        hidden = self._hidden(input_ids, attention_mask, mask=mask, alpha=alpha, segment_ids=segment_ids,
+                              position_ids=position_ids)
+        if return_hidden:
+            return hidden
+        logits = self.get_output_embeddings()(hidden)
+        loss = None
+        if labels is not None:
+            loss = shifted_cross_entropy(logits, labels, attention_mask)
+        return CausalLMOutput(loss=loss, logits=logits)
+
+
+class _BaseModelCall:
+    """``decoder.model(input_ids, attention_mask, *, mask, alpha, segment_ids, position_ids)`` ->
+    ``BaseModelOutput(last_hidden_state=...)``, the call shape of ``ConanModel``."""
+
+    def __init__(self, decoder: HFDecoder):
+        self._decoder = decoder
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                 mask: Any = None, alpha: float = 0.0, segment_ids: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None, **unused: Any):
+        from transformers.modeling_outputs import BaseModelOutput
+
+        hidden = self._decoder.encode(input_ids, attention_mask, mask=mask, alpha=alpha,
+                                      segment_ids=segment_ids, position_ids=position_ids)
+        return BaseModelOutput(last_hidden_state=hidden)
+
+
+def check_mask_reaches_attention(model_type: str, attn_implementation: str) -> None:
+    """Raise :class:`MaskIgnoredError` unless a 4-D float mask changes the attention of a tiny
+    ``model_type`` model under ``attn_implementation``.
+
+    Builds a one-layer random model (global RNG state saved and restored), runs 5 tokens with
+    the causal bias and with an all-zero (bidirectional) bias, and requires: token 0 differs (it
+    sees 1 token vs 5) and the last token matches (it sees all 5 tokens either way).
+    """
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    length = 5
+    try:
+        config = AutoConfig.for_model(
+            model_type, vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64, use_cache=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            probe = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation).eval()
+            ids = torch.randint(0, 32, (1, length))
+        causal = torch.full((length, length), torch.finfo(torch.float32).min).triu(1)[None, None]
+        bidirectional = torch.zeros(1, 1, length, length)
+        with torch.no_grad():
+            base = probe.base_model
+            h_causal = base(input_ids=ids, attention_mask=causal, use_cache=False).last_hidden_state
+            h_bidir = base(input_ids=ids, attention_mask=bidirectional, use_cache=False).last_hidden_state
+    except Exception as exc:  # any failure of the probe means we cannot trust this model class
+        raise MaskIgnoredError(
+            f"transformers {transformers.__version__}: could not run the 4-D attention-mask probe for "
+            f"model_type={model_type!r}, attn_implementation={attn_implementation!r}: "
+            f"{type(exc).__name__}: {exc}. Use the 'conan' backbone or a supported decoder "
+            f"(llama, qwen2, mistral).") from exc
+    verify_mask_effect(h_causal, h_bidir, model_type, attn_implementation)
+
+
+def verify_mask_effect(h_causal: torch.Tensor, h_bidirectional: torch.Tensor, model_type: str,
+                       attn_implementation: str) -> None:
+    """The probe's verdict on hidden states [1, L, H] of the same tokens under a causal and a
+    bidirectional 4-D mask: token 0 must differ (it sees 1 token vs L) and the last token must
+    match (it sees all L tokens either way); else :class:`MaskIgnoredError`."""
+    import transformers
+
+    first_same = torch.allclose(h_causal[0, 0], h_bidirectional[0, 0], atol=1e-6, rtol=0)
+    last_same = torch.allclose(h_causal[0, -1], h_bidirectional[0, -1], atol=1e-5, rtol=1e-5)
+    if first_same or not last_same:
+        what = ("a bidirectional 4-D mask gave the causal output: the mask never reached attention"
+                if first_same else "the last token changed between causal and bidirectional masks, "
+                "so the 4-D mask is not read as an additive bias")
+        raise MaskIgnoredError(
+            f"transformers {transformers.__version__}, model_type={model_type!r}, "
+            f"attn_implementation={attn_implementation!r}: {what}. Soft/bidirectional masks would be "
+            f"silently wrong. Pin a transformers version where custom 4-D masks reach attention, try "
+            f"attn_implementation='eager', or use the 'conan' backbone.")
+
+
+def _compute_dtype(model: nn.Module, device: torch.device) -> torch.dtype:
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(model.parameters()).dtype
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])

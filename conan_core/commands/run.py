@@ -1,0 +1,69 @@
+"""``conan run`` (the whole recipe) and ``conan ablate`` (the paper's ablation grid)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("run", help="run the whole recipe (re-running the same command resumes)",
+                       description="data → tokenizer → pretrain → sft → weak → mine → supervised → eval "
+                                   "→ export → report. Finished steps are skipped; an interrupted "
+                                   "stage resumes from its last checkpoint.")
+    p.add_argument("config", help="preset name (tiny, small, conan-1.4b, ablation presets) or YAML path")
+    p.add_argument("--out", help="run directory (default runs/<name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--stages", help="comma list of steps to run (data,pretrain,sft,weak,mine,supervised,eval,export,report)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, build the model on the meta device, print parameters and the memory plan")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs for the --dry-run memory plan")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ablate", help="run the ablation grid over seeds and print a table like the paper's Table 4")
+    p.add_argument("config", help="preset name or YAML path (the 'full' row)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", help="directory for all runs (default runs/ablate-<name>)")
+    p.add_argument("--variants", help="comma list of variants (default: all); see `conan ablate --list`")
+    p.add_argument("--list", action="store_true", help="list the variants and their overrides")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_ablate)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from conan_core.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from conan_core.dry_run import dry_run_report
+
+        print(dry_run_report(cfg, gpus=args.gpus))
+        return 0
+    from conan_core.pipeline import run_pipeline
+
+    out = Path(args.out or f"runs/{cfg.name}")
+    stages = args.stages.split(",") if args.stages else None
+    try:
+        run_pipeline(cfg, out, progress=not args.no_progress, stages=stages)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: re-run `conan run {args.config} --out {out}` to resume", file=sys.stderr)
+        return 130
+    print(f"\nrun directory: {out}  (report.md, metrics.json, plots/, export/)")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from conan_core.ablate import VARIANTS, run_ablation
+
+    if args.list:
+        for name, overrides in VARIANTS.items():
+            print(f"{name:<14} {' '.join(overrides) or '(the preset as is)'}")
+        return 0
+    variants = args.variants.split(",") if args.variants else None
+    table = run_ablation(args.config, seeds=args.seeds, out=args.out, variants=variants,
+                         overrides=args.overrides, progress=not args.no_progress)
+    print(table)
+    return 0

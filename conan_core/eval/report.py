@@ -1,0 +1,127 @@
+"""Running several evaluators on one data root, the results table, and ``eval/metrics.json``.
+
+Results are ``{task name: {metric: value}}`` as returned by each evaluator's ``evaluate``; the
+table puts the model and its BM25 reference side by side (one row per metric, counts in the task
+heading).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from conan_core.eval.base import is_count
+from conan_core.eval.data import MissingEvalDataError
+
+DEFAULT_EVALUATORS = ({"type": "retrieval"}, {"type": "cross_lingual"}, {"type": "sts"},
+                      {"type": "classification"})
+
+
+def evaluate_all(embedder, data: str | Path, evaluators: Iterable[Mapping[str, Any] | Any] | None = None,
+                 *, missing: str = "skip", batch_size: int | None = None,
+                 log=None) -> dict[str, dict]:
+    """Run each evaluator (spec dicts or built evaluators; default all four) on the data root.
+
+    ``missing="skip"`` leaves out a task whose data files are absent (reported through ``log``);
+    ``"raise"`` raises :class:`MissingEvalDataError`. A present but malformed file always raises.
+    ``batch_size`` overrides each spec's. Task names are the evaluator keys (``sts``), with
+    ``#2`` ... appended to repeated keys.
+    """
+    from conan_core.registries import REGISTRIES
+
+    if missing not in ("skip", "raise"):
+        raise ValueError(f"missing must be 'skip' or 'raise', got {missing!r}")
+    results: dict[str, dict] = {}
+    for i, spec in enumerate(evaluators if evaluators is not None else DEFAULT_EVALUATORS):
+        if isinstance(spec, Mapping):
+            spec = dict(spec)
+            if batch_size is not None and "batch_size" not in spec:
+                spec["batch_size"] = batch_size
+            evaluator = REGISTRIES["evaluators"].build(spec, f"eval.evaluators[{i}]")
+            key = spec["type"]
+        else:
+            evaluator, key = spec, getattr(spec, "task", type(spec).__name__)
+        name, n = key, 2
+        while name in results:
+            name, n = f"{key}#{n}", n + 1
+        try:
+            loaded = evaluator.load(data)
+        except MissingEvalDataError as exc:
+            if missing == "raise":
+                raise
+            if log is not None:
+                log(f"skipping {name}: {exc}")
+            continue
+        results[name] = evaluator.evaluate(embedder, loaded)
+    return results
+
+
+def format_table(results: Mapping[str, Mapping[str, Any]], digits: int = 4) -> str:
+    """A plain-text table: one block per task, rows ``metric  model  bm25  delta``.
+
+    Aggregate metrics come before per-language ones (``lang/en/recall@20``); counts go in the task
+    heading. Missing BM25 values print as ``-``.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    for task, metrics in results.items():
+        counts = ", ".join(f"{k}={metrics[k]}" for k in metrics if is_count(k) and "/" not in k)
+        rows.append((f"{task}" + (f" ({counts})" if counts else ""), "", "", ""))
+        names = [k for k in metrics if not k.startswith("bm25/") and not is_count(k)]
+        names = [k for k in names if "/" not in k] + [k for k in names if "/" in k]
+        for k in names:
+            model = metrics[k]
+            ref = metrics.get(f"bm25/{k}")
+            delta = (_fmt(model - ref, digits, signed=True)
+                     if isinstance(ref, (int, float)) and isinstance(model, (int, float)) else "-")
+            rows.append((f"  {k}", _fmt(model, digits), _fmt(ref, digits), delta))
+    header = ("task / metric", "model", "bm25", "delta")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    line = lambda r: "  ".join(  # noqa: E731
+        (c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])) for i, c in enumerate(r)).rstrip()
+    out = [line(header), line(tuple("-" * w for w in widths))]
+    out.extend(line(r) for r in rows)
+    return "\n".join(out)
+
+
+def _fmt(value: Any, digits: int, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return str(value)
+
+
+def write_metrics(results: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
+    """Write ``{task: {metric: value}}`` as JSON (NaN/inf as null) to ``path``, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(results), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_metrics(path: str | Path) -> dict[str, dict]:
+    """``{task: {metric: value}}`` of a metrics.json written by :func:`write_metrics` ({} when absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,234 @@
+"""``export_run``: write a directory that loads with transformers and sentence-transformers.
+
+Layout of ``OUT/``::
+
+    config.json, model.safetensors     ConanModel (no LM head); config has default_mask and auto_map
+    configuration_conan.py             shims for trust_remote_code=True: they import the installed
+    modeling_conan.py                  conan_core, so the code is never duplicated
+    tokenizer.json, tokenizer_config.json, ...
+    embedder.json (+ pooler.safetensors)   what Embedder.load(OUT) reads
+    modules.json, sentence_bert_config.json, config_sentence_transformers.json
+    1_Pooling/config.json              sentence-transformers Pooling (or 1_ConanPooling/ for poolers
+                                       it cannot express: see conan_core.export.st_pooling)
+    2_Normalize/                       when the embeddings are normalised
+    README.md                          model card
+
+Loading::
+
+    import conan_core.model                         # registers model_type "conan"
+    AutoModel.from_pretrained(OUT)                  # or AutoModel.from_pretrained(OUT, trust_remote_code=True)
+    SentenceTransformer(OUT)                        # or SentenceTransformer(OUT, trust_remote_code=True)
+
+``config.default_mask`` makes a plain ``forward`` use the mask the embedder used (bidirectional
+after the supervised stage), so AutoModel + pooling, sentence-transformers and ``Embedder`` give
+the same embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from conan_core.registry import ConanError
+
+#: conan pooler key -> sentence-transformers Pooling mode, where the two compute the same thing
+ST_POOLING_MODES = {"mean": "mean", "last_token": "lasttoken", "first_token": "cls", "weighted_mean": "weightedmean"}
+
+CONFIGURATION_SHIM = '''"""ConanConfig for ``trust_remote_code=True`` loading: imported from the installed conan_core
+(``pip install conan-core``), so this file never drifts from the library."""
+
+from conan_core.model.configuration import ConanConfig
+
+__all__ = ["ConanConfig"]
+'''
+
+MODELING_SHIM = '''"""ConanModel for ``trust_remote_code=True`` loading: imported from the installed conan_core
+(``pip install conan-core``), so this file never drifts from the library."""
+
+from conan_core.model.modeling import ConanForCausalLM, ConanModel, ConanPreTrainedModel
+
+__all__ = ["ConanForCausalLM", "ConanModel", "ConanPreTrainedModel"]
+'''
+
+
+class ExportError(ConanError, ValueError):
+    """The run cannot be exported as asked (the message says why and what to do)."""
+
+
+def default_mask_value(mask: dict, alpha: float) -> str:
+    """The ``config.default_mask`` key reproducing the embedder's mask in a plain forward.
+
+    A soft mask at alpha 1 is exactly bidirectional and at alpha 0 exactly causal (RECIPE §3);
+    any other fractional state cannot be expressed by a forward without arguments.
+    """
+    kind = mask.get("type")
+    if kind in ("bidirectional", "causal"):
+        return kind
+    if kind == "soft" and alpha >= 1.0:
+        return "bidirectional"
+    if kind == "soft" and alpha <= 0.0:
+        return "causal"
+    raise ExportError(f"embedder.json mask {mask} (alpha {alpha}) has no fixed equivalent that a plain "
+                      "forward can use; export a model whose final stage ended bidirectional or causal")
+
+
+def sentence_transformers_pooling(pooler: dict) -> str | None:
+    """The sentence-transformers Pooling mode equal to ``pooler``, or None (use ConanPooling)."""
+    mode = ST_POOLING_MODES.get(pooler.get("type"))
+    if mode == "weightedmean" and pooler.get("exclude_instruction"):
+        return None
+    return mode
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, max_length: int | None = None,
+               verify: bool = False) -> Path:
+    """Export the run's embedder (latest finished stage; also accepts a stage final/ or another
+    export) to ``out_dir`` (replaced if it exists). ``max_length`` overrides the sequence length
+    recorded for sentence-transformers (default: embedder.json's). ``verify`` re-loads the export
+    with :class:`~conan_core.embedder.Embedder` and checks it reproduces the source's embeddings.
+    Returns ``out_dir``.
+    """
+    import torch
+
+    from conan_core.embedder import Embedder, EmbedderSettings, quiet_transformers, resolve_model_dir
+    from conan_core.export.card import write_model_card
+
+    run_dir = Path(run_dir)
+    out = Path(out_dir)
+    model_dir, run_root = resolve_model_dir(run_dir)
+    if out.resolve() == model_dir.resolve():
+        raise ExportError(f"export: the output directory {out} is the model being exported; pick another --out")
+    embedder = Embedder.load(model_dir, device="cpu", dtype=torch.float32)
+    model = embedder.model
+    if getattr(model.config, "model_type", None) != "conan":
+        raise ExportError(f"export supports the conan backbone; {model_dir} holds model_type "
+                          f"{model.config.model_type!r}, whose plain forward cannot carry the embedder's mask. "
+                          "Use Embedder.load on the stage directory instead")
+    settings = EmbedderSettings.from_dict(embedder.settings.to_dict())
+    if max_length is not None:
+        settings.max_length = int(max_length)
+    mask_key = default_mask_value(settings.mask, settings.alpha)
+
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+    # -- transformers: the encoder only, with the mask it needs and the remote-code shims
+    model.config.default_mask = mask_key
+    model.config.architectures = ["ConanModel"]
+    model.config.auto_map = {"AutoConfig": "configuration_conan.ConanConfig",
+                             "AutoModel": "modeling_conan.ConanModel"}
+    with quiet_transformers():
+        model.save_pretrained(str(tmp))
+    (tmp / "configuration_conan.py").write_text(CONFIGURATION_SHIM, encoding="utf-8")
+    (tmp / "modeling_conan.py").write_text(MODELING_SHIM, encoding="utf-8")
+    embedder.tokenizer.save_pretrained(str(tmp))
+    _set_tokenizer_max_length(tmp, settings.max_length)
+
+    # -- conan_core: embedder.json (+ pooler weights)
+    (tmp / "embedder.json").write_text(json.dumps(settings.to_dict(), indent=2) + "\n", encoding="utf-8")
+    pooler_state = {k: v.detach().float().cpu().contiguous() for k, v in embedder.pooler.state_dict().items()}
+    if pooler_state:
+        from safetensors.torch import save_file
+
+        save_file(pooler_state, str(tmp / "pooler.safetensors"))
+
+    # -- sentence-transformers
+    _write_sentence_transformers(tmp, settings, embedder, pooler_state)
+
+    # -- model card
+    write_model_card(tmp, run_root=run_root, model_dir=model_dir, settings=settings,
+                     model=model, mask_key=mask_key)
+
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    if verify:
+        verify_export(embedder, out)
+    return out
+
+
+def _set_tokenizer_max_length(out: Path, max_length: int) -> None:
+    """Record the embedder's max_length as the tokenizer's model_max_length (truncation default)."""
+    file = out / "tokenizer_config.json"
+    if file.is_file():
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+        cfg["model_max_length"] = int(max_length)
+        file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_sentence_transformers(out: Path, settings, embedder, pooler_state: dict) -> None:
+    from conan_core.embedder import format_query
+
+    hidden = int(embedder.model.config.hidden_size)
+    modules: list[dict[str, Any]] = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    mode = sentence_transformers_pooling(settings.pooler)
+    if mode is not None:
+        pooling_dir = out / "1_Pooling"
+        pooling_dir.mkdir()
+        # both spellings: pooling_mode for sentence-transformers >= 5, the booleans for older ones
+        legacy = {f"pooling_mode_{k}": False for k in ("cls_token", "mean_tokens", "max_tokens",
+                                                          "mean_sqrt_len_tokens", "weightedmean_tokens",
+                                                          "lasttoken")}
+        legacy[{"mean": "pooling_mode_mean_tokens", "lasttoken": "pooling_mode_lasttoken",
+                "cls": "pooling_mode_cls_token", "weightedmean": "pooling_mode_weightedmean_tokens"}[mode]] = True
+        config = {"word_embedding_dimension": hidden, **legacy,
+                  "include_prompt": not settings.pooler.get("exclude_instruction", False)}
+        (pooling_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    else:
+        from conan_core.export.st_pooling import ConanPooling
+
+        module = ConanPooling(settings.pooler, hidden)
+        if pooler_state:
+            module.pooler.load_state_dict(pooler_state)
+        module.save(str(out / "1_ConanPooling"))
+        modules.append({"idx": 1, "name": "1", "path": "1_ConanPooling",
+                        "type": "conan_core.export.st_pooling.ConanPooling"})
+    if settings.normalize or settings.pooler.get("normalize"):
+        (out / "2_Normalize").mkdir()
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (out / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    (out / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": settings.max_length, "do_lower_case": False}, indent=2) + "\n", encoding="utf-8")
+    prompts = {"query": format_query("", settings.query_instruction) if settings.query_instruction else "",
+               "document": ""}
+    st_config = {"__version__": _versions(), "prompts": prompts, "default_prompt_name": None,
+                 "similarity_fn_name": "cosine", "model_type": "SentenceTransformer"}
+    (out / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n", encoding="utf-8")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name, dist in (("sentence_transformers", "sentence-transformers"), ("transformers", "transformers"),
+                       ("pytorch", "torch")):
+        try:
+            out[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def verify_export(embedder, out: str | Path, texts: list[str] | None = None, atol: float = 1e-4) -> float:
+    """Max abs difference between ``embedder`` and ``Embedder.load(out)`` on probe texts (queries and
+    documents); raises :class:`ExportError` above ``atol``."""
+    import numpy as np
+
+    from conan_core.embedder import Embedder
+
+    texts = texts or ["", "a short text", "a somewhat longer text about retrieval with embeddings " * 3]
+    again = Embedder.load(out, device=embedder.device, dtype=embedder.dtype)
+    diff = 0.0
+    for fn in ("encode_queries", "encode_corpus"):
+        a = getattr(embedder, fn)(texts)
+        b = getattr(again, fn)(texts)
+        diff = max(diff, float(np.abs(a - b).max()))
+    if diff > atol:
+        raise ExportError(f"export check failed: {out} gives embeddings that differ by {diff:.2e} (> {atol})")
+    return diff

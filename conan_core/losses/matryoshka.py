@@ -1,0 +1,107 @@
+"""Matryoshka representation learning (MRL) wrapper (RECIPE §1, §5), key ``matryoshka``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+
+from conan_core.losses.base import Loss, LossInputError, LossOutput
+from conan_core.registry import ComponentConfig, ConanError, component_field
+
+PAPER_DIMS = [256, 512, 1024, 1536, 2048, 3072, 3584]
+
+
+class MatryoshkaLoss(Loss):
+    """``sum_d w_d * inner(prefix_d(args))`` over the truncated prefixes of every embedding.
+
+    ``forward(*args, **kwargs)`` takes exactly the wrapped loss's arguments. Every floating tensor
+    argument with 2+ dims (also inside tuples, lists and dicts, e.g. cbb's ``sts=(e1, e2, scores)``)
+    is an embedding: its last dim is sliced to ``[..., :d]``. Integer tensors (ids) and 1-D tensors
+    (gold scores) pass through unchanged. All embeddings must share the same size D.
+
+    Dims: the configured ``dims`` larger than D are skipped (with their weights), so the paper's
+    list works unchanged on a small model; D itself is always included (weight 1.0 when D is not
+    listed). Re-normalisation of each prefix is the wrapped loss's cosine (every embedding loss
+    here L2-normalises its inputs), so a prefix is scored exactly as a D'-dim embedding would be.
+
+    ``loss`` is the weighted sum; ``neg_scores`` come from the full size D; metrics are the full-size
+    metrics plus ``loss@{d}`` per dim. The wrapped loss must not run its own backward (wrap
+    ``matryoshka`` inside ``cached``, not the other way round).
+    """
+
+    class Config(ComponentConfig):
+        loss: dict[str, Any] | str = component_field("losses", "info_nce", description="the wrapped loss")
+        dims: list[int] = Field(default_factory=lambda: list(PAPER_DIMS),
+                                description="prefix sizes; those above the embedding size are skipped")
+        weights: list[float] | None = Field(None, description="one weight per entry of dims (equal when unset)")
+
+        @model_validator(mode="after")
+        def _check(self) -> "MatryoshkaLoss.Config":
+            if not self.dims:
+                raise ValueError("dims must list at least one prefix size")
+            if any(d <= 0 for d in self.dims):
+                raise ValueError(f"dims must be positive, got {self.dims}")
+            if len(set(self.dims)) != len(self.dims):
+                raise ValueError(f"dims must not repeat, got {self.dims}")
+            if self.weights is not None:
+                if len(self.weights) != len(self.dims):
+                    raise ValueError(f"weights has {len(self.weights)} entries but dims has {len(self.dims)}; "
+                                     "give one weight per dim or leave weights unset")
+                if any(w < 0 for w in self.weights):
+                    raise ValueError(f"weights must be >= 0, got {self.weights}")
+            return self
+
+    def __init__(self, config: Config, **runtime):
+        super().__init__(config, **runtime)
+        from conan_core.registries import REGISTRIES
+
+        self.inner = REGISTRIES["losses"].build(config.loss, path="loss", **runtime)
+        if self.inner.handles_backward:
+            raise ConanError(f"matryoshka: the wrapped loss {_key(config.loss)!r} runs its own backward; "
+                             "put matryoshka inside it instead (e.g. cached: {loss: {type: matryoshka}})")
+
+    def dims_for(self, size: int) -> list[tuple[int, float]]:
+        """(dim, weight) pairs used for embeddings of ``size``: listed dims <= size, then size itself."""
+        weights = self.config.weights or [1.0] * len(self.config.dims)
+        pairs = [(d, w) for d, w in zip(self.config.dims, weights) if d < size]
+        full = [w for d, w in zip(self.config.dims, weights) if d == size]
+        pairs.append((size, full[0] if full else 1.0))
+        return pairs
+
+    def forward(self, *args: Any, **kwargs: Any) -> LossOutput:
+        sizes: set[int] = set()
+        _map_embeddings((args, kwargs), lambda t: sizes.add(t.shape[-1]) or t)
+        if len(sizes) != 1:
+            raise LossInputError(f"matryoshka: expected embeddings of one size, got sizes {sorted(sizes)}")
+        size = sizes.pop()
+        dims = self.dims_for(size)
+        losses = []
+        out = None
+        for d, _ in dims:
+            a, k = _map_embeddings((args, kwargs), lambda t, d=d: t[..., :d])
+            out = self.inner(*a, **k)  # the last one is the full size D
+            losses.append(out.loss)
+        stacked = torch.stack(losses)
+        weights = torch.tensor([w for _, w in dims], dtype=stacked.dtype, device=stacked.device)
+        metrics = {f"loss@{d}": v for (d, _), v in zip(dims, stacked.detach().tolist())}
+        return LossOutput(loss=(stacked * weights).sum(), neg_scores=out.neg_scores,
+                          metrics={**out.metrics, **metrics})
+
+
+def _map_embeddings(obj: Any, fn) -> Any:
+    """Apply ``fn`` to every floating tensor with 2+ dims inside nested tuples / lists / dicts."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj) if obj.is_floating_point() and obj.dim() >= 2 else obj
+    if isinstance(obj, tuple):
+        return tuple(_map_embeddings(o, fn) for o in obj)
+    if isinstance(obj, list):
+        return [_map_embeddings(o, fn) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _map_embeddings(v, fn) for k, v in obj.items()}
+    return obj
+
+
+def _key(spec: dict[str, Any] | str) -> str:
+    return spec if isinstance(spec, str) else str(spec.get("type"))

@@ -1,0 +1,460 @@
+"""The training loop: one class, read top to bottom (style rule 7: no callback maze).
+
+A stage hands the :class:`Trainer` three things:
+
+* an **objective**: an ``nn.Module`` whose ``forward(batch, *, step, alpha)`` returns
+  ``{"loss": 0-dim tensor, "metrics": {name: float}}`` (model + pooler + loss live inside it, so
+  DDP / FSDP2 wrap one module and the checkpoint holds every trainable parameter). An objective
+  with ``handles_backward = True`` (GradCache) runs its own backward inside ``forward`` (it gets an
+  extra ``backward_scale`` argument) and returns a detached loss;
+* a **stream**: ``next_batch() -> dict`` (tensors, nested dicts of tensors, ``"keys"``: the
+  ``(url, key)`` of every sample consumed, ``"tokens"``: real tokens in the batch),
+  ``state_dict()`` / ``load_state_dict()`` (exact position) and ``counters()``;
+* :class:`TrainerOptions` (the stage config's numbers) plus optional extra stateful objects
+  (``states``: e.g. the miner) and ``alpha_fn(step) -> float`` (the soft-mask schedule).
+
+One optimizer step ``s`` (1-based):
+
+1. LR for 0-based index ``s - 1`` (warm-up + decay), alpha for ``s``;
+2. ``grad_accum`` micro-batches: forward (bf16 autocast on CUDA), ``loss / grad_accum`` backward,
+   gradient all-reduce only on the last micro-batch;
+3. gradient norm (clipped to ``max_grad_norm``); one all-reduce of ``[loss, non-finite, SIGTERM,
+   tokens]`` so every rank takes the same decision;
+4. **non-finite guard, before ``optimizer.step()``**: policy ``stop`` raises
+   :class:`NonFiniteLossError` (step, batch keys; weights unchanged), ``skip`` drops the gradients
+   and counts the step;
+5. ``steps.jsonl`` line, ``metrics.jsonl`` every ``log_every`` steps, progress bar;
+6. atomic checkpoint every ``checkpoint_every`` steps, at the last step and after SIGTERM (then
+   the loop returns with ``preempted=True``: the process exits 0).
+
+Resume loads the newest committed checkpoint: model, optimizer, LR schedule, the trainer
+counters, and per rank every RNG state, the stream position and the extra states; the logs are
+rewound to the checkpoint's step, so the continued run is bit-exact with an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from conan_core.registry import ConanError
+from conan_core.train import distributed as D
+from conan_core.train.checkpoint import CheckpointManager, load_object, load_tensors
+from conan_core.train.faults import FaultInjector
+from conan_core.train.metrics import MetricsLog, StepLog, truncate_jsonl
+from conan_core.train.rng import capture_rng_state, restore_rng_state
+from conan_core.train.schedule import WarmupDecay
+
+log = logging.getLogger("conan_core.train")
+
+#: fields of the "world" a checkpoint was written in; a resume in another world is refused
+WORLD_FIELDS = ("data_fingerprint", "world_size", "num_workers")
+
+
+class NonFiniteLossError(ConanError):
+    """The loss or the gradient norm was NaN/Inf at ``step`` (policy ``stop``); weights are unchanged."""
+
+    def __init__(self, stage: str, step: int, loss: float, grad_norm: float, keys: list):
+        self.stage, self.step, self.loss, self.grad_norm, self.keys = stage, step, loss, grad_norm, list(keys)
+        shown = ", ".join(f"{u}:{k}" for u, k in self.keys[:16])
+        more = f" (+{len(self.keys) - 16} more)" if len(self.keys) > 16 else ""
+        super().__init__(
+            f"{stage}: non-finite loss at step {step} (loss={loss}, grad_norm={grad_norm}) before "
+            f"optimizer.step(): the weights are those after step {step - 1}. Batch keys on this rank: "
+            f"{shown}{more}. Lower {stage}.lr, check the data, or set {stage}.nan_policy: skip.")
+
+
+class WorldChangedError(ConanError):
+    """A resume found a checkpoint written with another data / world size / worker count."""
+
+    def __init__(self, stage: str, path: Path, name: str, old: Any, new: Any):
+        self.field, self.old, self.new = name, old, new
+        super().__init__(
+            f"{stage}: cannot resume from {path}: {name} changed ({old!r} -> {new!r}); the data "
+            "position in the checkpoint would be wrong. Restore the original setting, start the stage "
+            "afresh (delete its directory), or pass --allow-data-change to continue anyway "
+            "(the data position is then restarted).")
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step produced (rank-agreed values: loss is the mean over ranks)."""
+
+    loss: float
+    grad_norm: float
+    skipped: bool
+    keys: list
+    tokens: int
+    alpha: float
+    metrics: dict
+
+
+class BatchStream(Protocol):
+    def next_batch(self) -> dict: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def counters(self) -> dict: ...
+
+
+@dataclass
+class TrainerOptions:
+    """The knobs of one stage's loop (from a ``StageConfig`` and the ``RunConfig``)."""
+
+    stage: str
+    steps: int
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup_ratio: float = 0.05
+    lr_decay: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    nan_policy: str = "stop"
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    optimizer: dict = field(default_factory=lambda: {"type": "adamw"})
+    precision: str = "auto"
+    parallel: str = "auto"
+    resume: bool = True
+    allow_data_change: bool = False
+    fallback_checkpoint: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_stage(cls, stage: str, stage_cfg: Any, run_cfg: Any, **flags: Any) -> "TrainerOptions":
+        """Options from ``run_cfg.<stage>`` and ``run_cfg.precision``; ``flags`` set the rest."""
+        return cls(stage=stage, steps=stage_cfg.steps, grad_accum=stage_cfg.grad_accum, lr=stage_cfg.lr,
+                   warmup_ratio=stage_cfg.warmup_ratio, lr_decay=stage_cfg.lr_decay,
+                   weight_decay=stage_cfg.weight_decay, max_grad_norm=stage_cfg.max_grad_norm,
+                   nan_policy=stage_cfg.nan_policy, checkpoint_every=stage_cfg.checkpoint_every,
+                   keep_checkpoints=stage_cfg.keep_checkpoints, log_every=stage_cfg.log_every,
+                   optimizer=dict(stage_cfg.optimizer), precision=run_cfg.precision,
+                   # ``parallel`` is not a RunConfig field yet: auto (see distributed.wrap_model)
+                   parallel=getattr(run_cfg, "parallel", "auto"), **flags)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA for ``auto``; ``bf16`` anywhere when asked; None (fp32) otherwise."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from a DTensor (FSDP2 gradient norms are DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts / lists / tuples) on ``device``; other values unchanged."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and any(isinstance(v, (torch.Tensor, dict)) for v in batch):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+class Trainer:
+    """Runs ``options.steps`` optimizer steps of one stage; see the module docstring."""
+
+    def __init__(self, objective: nn.Module, stream: BatchStream, options: TrainerOptions, out_dir: Path, *,
+                 env: D.DistEnv | None = None, world: dict | None = None, states: dict | None = None,
+                 alpha_fn: Callable[[int], float] | None = None, data_generator: torch.Generator | None = None,
+                 trainer_state: dict | None = None):
+        self.options = options
+        self.env = env or D.DistEnv()
+        self.out_dir = Path(out_dir)
+        self.stream = stream
+        self.world = dict(world or {})
+        self.world.setdefault("world_size", self.env.world_size)
+        self.states = dict(states or {})
+        self.alpha_fn = alpha_fn or (lambda step: 0.0)
+        self.data_generator = data_generator
+        # stage-specific plain data saved with the trainer state (e.g. teacher filter counts)
+        self.extra = dict(trainer_state or {})
+        self.faults = FaultInjector.from_env(self.env.rank, options.stage)
+
+        self.raw = objective.to(self.env.device)
+        self.handles_backward = bool(getattr(objective, "handles_backward", False))
+        # an objective that runs its own backward passes cannot go through DDP's hooks:
+        # its gradients are averaged explicitly (distributed.average_gradients)
+        strategy = "none" if self.handles_backward else options.parallel
+        self.model, self.parallel = D.wrap_model(self.raw, self.env, strategy)
+        from conan_core.registries import REGISTRIES
+
+        factory = REGISTRIES["optimizers"].build(options.optimizer, f"{options.stage}.optimizer")
+        self.optimizer = factory.build(self.model.named_parameters(), options.lr, options.weight_decay)
+        self.schedule = WarmupDecay(self.optimizer, options.steps, options.warmup_ratio, options.lr_decay)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.amp_dtype = autocast_dtype(options.precision, self.env.device)
+
+        self.ckpt = CheckpointManager(self.out_dir / "checkpoints", options.keep_checkpoints,
+                                      rank=self.env.rank, barrier=lambda: D.barrier(self.env),
+                                      faults=self.faults)
+        self.step = 0
+        self.skipped = 0
+        self.tokens = 0
+        self.last_loss = float("nan")
+        self._term = False
+
+    # ------------------------------------------------------------------ public
+    def fit(self) -> dict:
+        """Train to ``options.steps`` (resuming when asked); returns the summary dict."""
+        opts, env = self.options, self.env
+        t_start = time.perf_counter()
+        resumed_from = self._start()
+        suffix = "" if env.rank == 0 else f".rank-{env.rank}"
+        steps_log = StepLog(self.out_dir / f"steps{suffix}.jsonl")
+        metrics = MetricsLog(self.out_dir / "metrics.jsonl", tensorboard=True) if env.is_main else None
+        bar = self._progress_bar(resumed_from)
+        old_handler = self._install_sigterm()
+        window_t, window_tokens = time.perf_counter(), 0
+        preempted = False
+        self.model.train()
+        try:
+            for step in range(self.step + 1, opts.steps + 1):
+                t_step = time.perf_counter()
+                r = self.train_step(step)
+
+                # ---- logs
+                steps_log.write(step, r.loss, r.grad_norm, r.skipped, r.keys)
+                window_tokens += r.tokens
+                lr = self.schedule.current_lr()
+                if metrics is not None and (step % opts.log_every == 0 or step == opts.steps):
+                    now = time.perf_counter()
+                    record = {"step": step, "loss": r.loss, "lr": lr, "alpha": r.alpha, "grad_norm": r.grad_norm,
+                              "tokens_per_s": window_tokens / max(now - window_t, 1e-9),
+                              "skipped_steps": self.skipped, **r.metrics}
+                    metrics.write(record)
+                    window_t, window_tokens = now, 0
+                if bar is not None:
+                    bar.update(1)
+                    tok_s = r.tokens / max(time.perf_counter() - t_step, 1e-9)
+                    bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{lr:.2e}", alpha=f"{r.alpha:.2f}",
+                                    tok_s=f"{tok_s:.0f}", refresh=False)
+
+                # ---- checkpoint
+                if step % opts.checkpoint_every == 0 or step == opts.steps or self._term:
+                    self.save()
+                self.faults.after_step(step)
+                if self._term:
+                    log.warning("%s: SIGTERM received: checkpoint %d committed, stopping (resume to continue)",
+                                opts.stage, step)
+                    preempted = True
+                    break
+        finally:
+            self._restore_sigterm(old_handler)
+            steps_log.close()
+            if metrics is not None:
+                metrics.close()
+            if bar is not None:
+                bar.close()
+        return {"stage": opts.stage, "steps": self.step, "final_loss": self.last_loss,
+                "seconds": round(time.perf_counter() - t_start, 3), "skipped_steps": self.skipped,
+                "tokens": self.tokens, "preempted": preempted, "resumed_from": resumed_from,
+                "counters": self.counters()}
+
+    def train_step(self, step: int) -> "StepResult":
+        """One optimizer step ``step`` (1-based): steps 1-4 of the module docstring.
+
+        Raises :class:`NonFiniteLossError` under policy ``stop``; updates ``self.step``,
+        ``self.tokens``, ``self.last_loss`` and the SIGTERM flag (agreed by every rank).
+        """
+        opts, env = self.options, self.env
+        self.faults.step_start(step)
+        self.schedule.apply(step - 1)
+        alpha = float(self.alpha_fn(step))
+
+        # ---- forward / backward over the micro-batches
+        loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+        tokens = 0
+        keys: list = []
+        sums: dict[str, float] = {}
+        for micro in range(1, opts.grad_accum + 1):
+            batch = self.stream.next_batch()
+            keys.extend(batch.get("keys", []))
+            tokens += int(batch.get("tokens", 0))
+            batch = move_to(batch, env.device)
+            last = micro == opts.grad_accum
+            with D.no_sync(self.model, self.parallel, active=not last), self._autocast():
+                extra = {"backward_scale": 1.0 / opts.grad_accum} if self.handles_backward else {}
+                out = self.model(batch, step=step, alpha=alpha, **extra)
+                loss = self.faults.loss(step, out["loss"])
+            if not self.handles_backward:
+                (loss / opts.grad_accum).backward()
+            loss_sum += loss.detach().double()
+            for k, v in out.get("metrics", {}).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            self.faults.after_micro(step, micro)
+        if self.handles_backward:
+            D.average_gradients(self.raw, env)
+
+        # ---- gradient norm, then one collective for every cross-rank decision
+        max_norm = opts.max_grad_norm if opts.max_grad_norm is not None else float("inf")
+        grad_norm = _local(torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=True))
+        local_loss = loss_sum / opts.grad_accum
+        bad = (~torch.isfinite(local_loss)) | (~torch.isfinite(grad_norm.double()))
+        flags = torch.stack([local_loss, bad.double(),
+                             torch.tensor(float(self._term), dtype=torch.float64, device=env.device),
+                             torch.tensor(float(tokens), dtype=torch.float64, device=env.device)])
+        D.all_reduce_sum(flags, env)
+        mean_loss = float(flags[0]) / env.world_size
+        any_bad = float(flags[1]) > 0
+        self._term = float(flags[2]) > 0
+        step_tokens = int(flags[3])
+        gnorm = float(grad_norm)
+
+        # ---- the non-finite guard, before the weights can change
+        if any_bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            if opts.nan_policy == "stop":
+                raise NonFiniteLossError(opts.stage, step, float(local_loss), gnorm, keys)
+            self.skipped += 1
+            log.warning("%s: non-finite loss/grad at step %d (loss=%s, grad_norm=%s): step skipped "
+                        "(%d so far); batch keys: %s", opts.stage, step, float(local_loss), gnorm,
+                        self.skipped, keys[:8])
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step = step
+        self.tokens += step_tokens
+        self.last_loss = mean_loss
+        return StepResult(loss=mean_loss, grad_norm=gnorm, skipped=any_bad, keys=keys, tokens=step_tokens,
+                          alpha=alpha, metrics={k: v / opts.grad_accum for k, v in sums.items()})
+
+
+    def counters(self) -> dict:
+        out = dict(self.stream.counters())
+        out["skipped_steps"] = self.skipped
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        """Commit a checkpoint of the current step (every rank must call it)."""
+        env = self.env
+        self.ckpt.begin(self.step)
+        model_sd = D.full_model_state(self.raw, self.parallel)  # collectives under FSDP2
+        optim_sd = D.full_optimizer_state(self.raw, self.optimizer, self.parallel)
+        if env.is_main:
+            self.ckpt.write_tensors("model.safetensors", model_sd)
+            self.ckpt.write_object("optimizer.pt", optim_sd)
+            self.ckpt.write_object("trainer.pt", {
+                "step": self.step, "skipped": self.skipped, "tokens": self.tokens, "last_loss": self.last_loss,
+                "schedule": self.schedule.state_dict(), "world": self.world, "stage": self.options.stage,
+                "steps": self.options.steps, "alpha": float(self.alpha_fn(max(self.step, 1))),
+                "extra": self.extra})
+        self.ckpt.write_object(f"rank-{env.rank:05d}.pt", {
+            "rng": capture_rng_state(self.data_generator),
+            "stream": self.stream.state_dict(),
+            "states": {name: obj.state_dict() for name, obj in self.states.items()}})
+        return self.ckpt.commit()
+
+    def _start(self) -> int:
+        """Load the newest valid checkpoint (``resume``) or clear the stage's old state; returns its step."""
+        opts, env = self.options, self.env
+        if not opts.resume:
+            if env.is_main:
+                shutil.rmtree(self.ckpt.root, ignore_errors=True)
+                for name in self._log_files():
+                    name.unlink(missing_ok=True)
+            D.barrier(env)
+            return 0
+        found = None
+        if env.is_main:
+            try:
+                hit = self.ckpt.find_latest(fallback=opts.fallback_checkpoint)
+                found = ("ok", str(hit[0]) if hit else None)
+            except ConanError as exc:  # every rank must raise, not only rank 0
+                found = ("error", exc)
+        found = D.broadcast_object(found, env)
+        if found[0] == "error":
+            raise found[1]
+        if found[1] is None:
+            self._rewind_logs(0)
+            return 0
+        path = Path(found[1])
+        self._load(path)
+        self._rewind_logs(self.step)
+        log.info("%s: resumed from %s (step %d of %d)", opts.stage, path, self.step, opts.steps)
+        return self.step
+
+    def _load(self, path: Path) -> None:
+        opts, env = self.options, self.env
+        trainer = load_object(path / "trainer.pt")
+        changed = [(name, trainer["world"].get(name), self.world.get(name)) for name in WORLD_FIELDS
+                   if trainer["world"].get(name) != self.world.get(name)]
+        if changed and not opts.allow_data_change:
+            name, old, new = changed[0]
+            raise WorldChangedError(opts.stage, path, name, old, new)
+        D.load_model_state(self.raw, load_tensors(path / "model.safetensors"), self.parallel)
+        D.load_optimizer_state(self.raw, self.optimizer, load_object(path / "optimizer.pt"), self.parallel)
+        self.schedule.load_state_dict(trainer["schedule"])
+        self.step = int(trainer["step"])
+        self.skipped = int(trainer["skipped"])
+        self.tokens = int(trainer["tokens"])
+        self.last_loss = float(trainer["last_loss"])
+        self.extra = dict(trainer.get("extra", {}))
+        rank_file = path / f"rank-{env.rank:05d}.pt"
+        if changed:
+            log.warning("%s: resuming from %s although %s; the data position restarts (--allow-data-change)",
+                        opts.stage, path, ", ".join(f"{n} changed {o!r} -> {v!r}" for n, o, v in changed))
+            if rank_file.is_file():
+                restore_rng_state(load_object(rank_file)["rng"], self.data_generator)
+            return
+        per_rank = load_object(rank_file)
+        restore_rng_state(per_rank["rng"], self.data_generator)
+        self.stream.load_state_dict(per_rank["stream"])
+        for name, obj in self.states.items():
+            if name in per_rank["states"]:
+                obj.load_state_dict(per_rank["states"][name])
+
+    def _log_files(self) -> list[Path]:
+        return sorted(self.out_dir.glob("steps*.jsonl")) + [self.out_dir / "metrics.jsonl"]
+
+    def _rewind_logs(self, step: int) -> None:
+        if self.env.is_main:
+            for path in self._log_files():
+                truncate_jsonl(path, step)
+        D.barrier(self.env)
+
+    # ------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.env.device.type, dtype=self.amp_dtype)
+
+    def _progress_bar(self, initial: int):
+        if not (self.options.progress and self.env.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.options.steps, initial=initial, desc=self.options.stage, dynamic_ncols=True,
+                    leave=True)
+
+    def _install_sigterm(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            # finish the step in flight, commit a checkpoint, then return (exit code 0)
+            self._term = True
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    def _restore_sigterm(self, old) -> None:
+        if old is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, old)

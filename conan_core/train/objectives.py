@@ -1,0 +1,144 @@
+"""The modules the trainer optimises: model + pooler + loss in one ``nn.Module`` per stage kind.
+
+Wrapping everything in one module lets DDP / FSDP2 wrap a single root, keeps every trainable
+parameter (pooler weights included) in one optimizer and one checkpoint, and makes the forward
+the only place a stage's maths lives. ``forward(batch, *, step, alpha)`` returns
+``{"loss": 0-dim tensor, "metrics": {name: float}}`` (see :mod:`conan_core.train.loop`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def model_encode(model: nn.Module, inputs: dict, mask: Any, alpha: float) -> torch.Tensor:
+    """Last hidden state [B, L, H] of a padded input dict under ``mask`` at ``alpha``."""
+    return model.encode(inputs["input_ids"], inputs["attention_mask"], mask=mask, alpha=alpha,
+                        segment_ids=inputs.get("segment_ids"))
+
+
+class CausalLMObjective(nn.Module):
+    """Next-token loss (pretraining, SFT): ``loss(hidden, lm_head.weight, labels)``.
+
+    Batch: ``input_ids``, ``attention_mask``, ``labels`` (-100 = not counted) [B, L] and, for
+    packed rows, ``segment_ids`` (the document mask reads them).
+    """
+
+    def __init__(self, model: nn.Module, mask: Any, loss: nn.Module):
+        super().__init__()
+        self.model = model
+        self.mask = mask
+        self.loss = loss
+
+    def forward(self, batch: dict, *, step: int, alpha: float) -> dict:
+        hidden = model_encode(self.model, batch, self.mask, alpha)
+        out = self.loss(hidden, self.model.get_output_embeddings().weight, batch["labels"])
+        return {"loss": out.loss, "metrics": dict(out.metrics)}
+
+
+def freeze_unused_head(model: nn.Module) -> None:
+    """Embedding stages never use the LM head: an untied head gets ``requires_grad=False`` (so DDP
+    does not wait for its gradient and the optimizer does not decay it); a tied one is the input
+    embedding and stays trainable."""
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not model.get_input_embeddings().weight:
+        head.weight.requires_grad_(False)
+
+
+class EmbeddingObjective(nn.Module):
+    """Contrastive objective of the weak and supervised stages.
+
+    Batch: ``query`` / ``positive`` (and optional ``negative``, B·n rows query-major) input dicts,
+    ``query_ids`` / ``positive_ids`` LongTensor[B], optional ``negative_ids`` [B, n],
+    ``example_ids`` (list[str], for the miner) and optional ``sts`` (``s1``, ``s2``, ``scores``).
+
+    * ``gather=True`` (weak stage on several ranks): queries, positives, negatives and their ids
+      are all-gathered across ranks *with gradients*
+      (:func:`conan_core.losses.gather.all_gather_with_grad`), so every query sees the global batch
+      as in-batch negatives and, after DDP's average, the gradient equals the single-process one.
+    * the miner's ``observe`` gets this rank's rows of ``neg_scores`` every step: the scores the
+      loss already computed (no extra forward pass).
+    * an STS batch adds the CoSENT loss (``sts_loss``); a ``cbb`` loss takes it as ``sts=`` instead.
+    """
+
+    def __init__(self, model: nn.Module, pooler: nn.Module, mask: Any, loss: nn.Module, *,
+                 sts_loss: nn.Module | None = None, miner: Any = None, gather: bool = False,
+                 sts_in_loss: bool = False):
+        super().__init__()
+        self.model = model
+        self.pooler = pooler
+        self.mask = mask
+        self.loss = loss
+        self.sts_loss = sts_loss
+        self.miner = miner
+        self.gather = gather
+        self.sts_in_loss = sts_in_loss
+        self.handles_backward = bool(getattr(loss, "handles_backward", False))
+        self._alpha = 0.0
+        freeze_unused_head(model)
+
+    def embed(self, inputs: dict, alpha: float) -> torch.Tensor:
+        """Pooled float32 [B, H] embeddings of an input dict."""
+        hidden = model_encode(self.model, inputs, self.mask, alpha)
+        return self.pooler(hidden.float(), inputs["attention_mask"], inputs.get("pool_mask"))
+
+    def _encode_chunk(self, inputs: dict) -> torch.Tensor:
+        return self.embed(inputs, self._alpha)
+
+    def forward(self, batch: dict, *, step: int, alpha: float, backward_scale: float = 1.0) -> dict:
+        from conan_core.losses.gather import all_gather_no_grad, all_gather_with_grad, rank, world_size
+
+        ids = {"positive_ids": batch["positive_ids"], "query_ids": batch["query_ids"]}
+        if "negative_ids" in batch:
+            ids["negative_ids"] = batch["negative_ids"]
+        metrics: dict[str, float] = {}
+        sts_out = None
+        if self.handles_backward:  # GradCache: the loss encodes in chunks and runs backward itself
+            self._alpha = alpha
+            negative = batch.get("negative")
+            out = self.loss(self._encode_chunk, batch["query"], batch["positive"], negative,
+                            backward_scale=backward_scale, **ids)
+            loss = out.loss
+            neg_scores = out.neg_scores
+            if "sts" in batch and self.sts_loss is not None:
+                sts_out = self._sts(batch["sts"], alpha)
+                (sts_out.loss * backward_scale).backward()
+                loss = loss + sts_out.loss.detach()
+        else:
+            q = self.embed(batch["query"], alpha)
+            p = self.embed(batch["positive"], alpha)
+            b = q.shape[0]
+            n = None
+            if "negative" in batch:
+                n = self.embed(batch["negative"], alpha).view(b, -1, q.shape[-1])
+            w, r = world_size(), rank()
+            if self.gather and w > 1:
+                q, p = all_gather_with_grad(q), all_gather_with_grad(p)
+                n = all_gather_with_grad(n) if n is not None else None
+                ids = {k: all_gather_no_grad(v) for k, v in ids.items()}
+            kwargs = dict(ids)
+            if "sts" in batch and self.sts_in_loss:
+                s = batch["sts"]
+                kwargs["sts"] = (self.embed(s["s1"], alpha), self.embed(s["s2"], alpha), s["scores"])
+            out = self.loss(q, p, n, **kwargs)
+            loss = out.loss
+            neg_scores = out.neg_scores
+            if neg_scores is not None and self.gather and w > 1:
+                neg_scores = neg_scores[r * b:(r + 1) * b]  # this rank's own queries
+            if "sts" in batch and self.sts_loss is not None and not self.sts_in_loss:
+                sts_out = self._sts(batch["sts"], alpha)
+                loss = loss + sts_out.loss.to(loss.dtype)
+        metrics.update(out.metrics)
+        if sts_out is not None:
+            metrics["cosent"] = float(sts_out.loss.detach())
+        if self.miner is not None and neg_scores is not None:
+            replaced = self.miner.observe(batch["example_ids"], neg_scores.detach().float().cpu())
+            metrics["negatives_replaced"] = float(replaced.sum())
+        return {"loss": loss, "metrics": metrics}
+
+    def _sts(self, sts: dict, alpha: float):
+        e1, e2 = self.embed(sts["s1"], alpha), self.embed(sts["s2"], alpha)
+        return self.sts_loss(e1, e2, sts["scores"])

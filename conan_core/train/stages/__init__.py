@@ -1,0 +1,99 @@
+"""The four training stages and :func:`run_stage`, the one entry point that runs any of them.
+
+``run_stage(cfg, stage, run_dir)``:
+
+1. returns the summary in ``<run>/<stage>/DONE`` when the stage already finished;
+2. starts the process group when launched by ``torchrun`` (no-op otherwise);
+3. rank 0 prepares the run (demo data, tokenizer: :func:`conan_core.train.prepare.prepare_run`) and
+   writes ``config.yaml`` when missing;
+4. the stage module's ``build(ctx)`` assembles objective, data stream and world fingerprint;
+5. :class:`~conan_core.train.loop.Trainer` trains (resuming from the newest committed checkpoint);
+6. ``final/`` (``save_pretrained`` model, tokenizer, ``embedder.json``, ``pooler.safetensors``) and
+   ``DONE`` (JSON summary) are written; after SIGTERM it returns ``preempted: True`` instead, with
+   neither written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from conan_core.config import STAGES
+from conan_core.registry import ConanError
+
+
+def _builders() -> dict:
+    from conan_core.train.stages import pretrain, sft, supervised, weak
+
+    return {"pretrain": pretrain.build, "sft": sft.build, "weak": weak.build, "supervised": supervised.build}
+
+
+def run_stage(cfg: Any, stage: str, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
+              allow_data_change: bool = False, fallback_checkpoint: bool = False) -> dict:
+    """Run (or resume, or skip when finished) one stage; returns its summary.
+
+    Summary keys: ``stage, steps, final_loss, seconds, counters, skipped_steps, tokens, preempted,
+    resumed_from`` (+ stage extras such as ``teacher``). ``resume=False`` discards the stage's
+    checkpoints and starts it over. ``allow_data_change`` resumes even though the data, world size
+    or worker count changed (the data position restarts); ``fallback_checkpoint`` skips a corrupt
+    newest checkpoint (WARNING) instead of failing.
+    """
+    from conan_core.config import dump_config
+    from conan_core.tokenizer import load_tokenizer
+    from conan_core.train import distributed as D
+    from conan_core.train.loop import Trainer, TrainerOptions
+    from conan_core.train.prepare import prepare_run, tokenizer_dir
+    from conan_core.train.rng import seed_everything
+    from conan_core.train.stages.common import StageContext, save_final, write_json_atomic
+
+    if stage not in STAGES:
+        raise ConanError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    run_dir = Path(run_dir)
+    stage_dir = run_dir / stage
+    done = stage_dir / "DONE"
+    if done.is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    stage_cfg = getattr(cfg, stage)
+    if not stage_cfg.enabled:
+        raise ConanError(f"stage {stage} is disabled ({stage}.enabled: false)")
+    t0 = time.perf_counter()
+    env = D.init_distributed(cfg.device)
+    if env.is_main:
+        prepare_run(cfg, run_dir, progress=progress)
+        if not (run_dir / "config.yaml").is_file():
+            dump_config(cfg, run_dir / "config.yaml")
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    D.barrier(env)
+
+    seed_everything(cfg.seed, 0)  # the same model initialisation on every rank
+    tokenizer = load_tokenizer(tokenizer_dir(cfg, run_dir))
+    ctx = StageContext(cfg=cfg, stage=stage, run_dir=run_dir, env=env, tokenizer=tokenizer,
+                       allow_data_change=allow_data_change, progress=progress)
+    plan = _builders()[stage](ctx)
+    # training randomness starts from the same state whatever the preparation consumed
+    data_generator = seed_everything(cfg.seed, env.rank)
+    options = TrainerOptions.from_stage(stage, stage_cfg, cfg, resume=resume, allow_data_change=allow_data_change,
+                                        fallback_checkpoint=fallback_checkpoint, progress=progress)
+    trainer = Trainer(plan.objective, plan.stream, options, stage_dir, env=env, world=plan.world,
+                      states=plan.states, alpha_fn=plan.alpha_fn, data_generator=data_generator,
+                      trainer_state=plan.extra)
+    try:
+        summary = trainer.fit()
+    finally:
+        plan.stream.close()
+    summary.update(plan.extra)
+    if plan.finish is not None:
+        summary["counters"].update(plan.finish())
+    if summary["preempted"]:
+        return summary
+    save_final(ctx, plan, trainer)
+    summary["seconds"] = round(time.perf_counter() - t0, 3)
+    if env.is_main:
+        write_json_atomic(done, summary)
+    D.barrier(env)
+    return summary
+
+
+__all__ = ["run_stage", "STAGES"]

@@ -1,0 +1,206 @@
+"""What every stage shares: its context, the model it starts from, and the final save.
+
+A stage module exposes ``build(ctx: StageContext) -> StagePlan``; :func:`conan_core.train.stages.run_stage`
+runs the plan with the :class:`~conan_core.train.loop.Trainer` and saves ``final/`` + ``DONE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from conan_core.config import STAGES
+from conan_core.registry import ConanError
+from conan_core.train import distributed as D
+
+log = logging.getLogger("conan_core.train")
+
+
+@dataclass
+class StageContext:
+    """Everything a stage builder needs (runtime objects, never config fields)."""
+
+    cfg: Any
+    stage: str
+    run_dir: Path
+    env: D.DistEnv
+    tokenizer: Any
+    allow_data_change: bool = False
+    progress: bool = True
+
+    @property
+    def stage_cfg(self) -> Any:
+        return getattr(self.cfg, self.stage)
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run_dir / self.stage
+
+    def source_kwargs(self) -> dict:
+        return {"rank": self.env.rank, "world_size": self.env.world_size, "seed": self.cfg.seed}
+
+    def world(self, *parts: Any) -> dict:
+        """The checkpoint's world: data fingerprint (sources, tokenizer, ``parts``), world size, workers."""
+        from conan_core.train.data import file_hash, fingerprint
+        from conan_core.train.prepare import tokenizer_dir
+
+        tok_hash = file_hash(tokenizer_dir(self.cfg, self.run_dir) / "tokenizer.json")
+        return {"data_fingerprint": fingerprint(*parts, tok_hash), "world_size": self.env.world_size,
+                "num_workers": self.cfg.data.num_workers}
+
+
+@dataclass
+class StagePlan:
+    """What a stage builder hands the driver.
+
+    ``model``: the backbone (saved with ``save_pretrained``); ``pooler``: saved as
+    ``pooler.safetensors`` when it has weights; ``embedder``: contents of ``embedder.json`` (embedding
+    stages); ``extra``: plain values added to the summary and stored in the checkpoint; ``finish``:
+    called after training for final counters (e.g. the miner's statistics).
+    """
+
+    objective: nn.Module
+    stream: Any
+    world: dict
+    alpha_fn: Callable[[int], float]
+    model: nn.Module
+    pooler: nn.Module | None = None
+    states: dict = field(default_factory=dict)
+    embedder: dict | None = None
+    extra: dict = field(default_factory=dict)
+    finish: Callable[[], dict] | None = None
+
+
+# ----------------------------------------------------------------------------- start model
+
+def previous_stage(cfg: Any, stage: str) -> str | None:
+    """The nearest earlier enabled stage (whose ``final/`` this stage starts from), or None."""
+    earlier = STAGES[:STAGES.index(stage)]
+    return next((s for s in reversed(earlier) if getattr(cfg, s).enabled), None)
+
+
+def start_model(ctx: StageContext) -> nn.Module:
+    """A fresh model for pretraining (or when no earlier stage is enabled), else the previous
+    stage's ``final/`` (RUNDIR contract: each stage reads the previous one's final directory)."""
+    from conan_core.registries import REGISTRIES
+
+    backbone = REGISTRIES["backbones"].build(ctx.cfg.model, "model")
+    vocab = len(ctx.tokenizer)
+    prev = previous_stage(ctx.cfg, ctx.stage)
+    if prev is None:
+        if ctx.stage != "pretrain":
+            log.warning("%s: no earlier stage is enabled: starting from a randomly initialised model", ctx.stage)
+        return backbone.build(vocab)
+    done = ctx.run_dir / prev / "DONE"
+    if not done.is_file():
+        raise ConanError(f"{ctx.stage} starts from {prev}/final, but stage {prev} has not finished ({done} is "
+                         f"missing): run `conan {prev} CONFIG --run-dir {ctx.run_dir}` first, or disable "
+                         f"{prev} ({prev}.enabled: false)")
+    return load_final_model(backbone, ctx.run_dir / prev / "final", vocab)
+
+
+def load_final_model(backbone: Any, final_dir: Path, vocab: int) -> nn.Module:
+    """The model saved in ``final_dir`` (float32, CPU), in the same wrapper ``backbone.build`` makes."""
+    import conan_core.model  # noqa: F401  (registers model_type "conan" with the Auto classes)
+    from transformers import AutoModelForCausalLM
+
+    from conan_core.backbones.hf import HFDecoder
+    from conan_core.embedder import quiet_transformers
+
+    shell = backbone.build(vocab, meta=True)
+    kwargs = {"dtype": torch.float32}
+    if isinstance(shell, HFDecoder):
+        kwargs["attn_implementation"] = backbone.config.attn_implementation
+    with quiet_transformers():
+        loaded = AutoModelForCausalLM.from_pretrained(str(final_dir), **kwargs)
+    rows = loaded.get_input_embeddings().weight.shape[0]
+    if rows != vocab:
+        raise ConanError(f"{final_dir}: the model has {rows} token embeddings but the tokenizer has {vocab} tokens; "
+                         "the run's tokenizer changed since that stage was trained")
+    model = HFDecoder(loaded) if isinstance(shell, HFDecoder) else loaded
+    if getattr(backbone.config, "gradient_checkpointing", False):
+        from conan_core.backbones.conan import enable_checkpointing
+
+        enable_checkpointing(loaded)
+    return model
+
+
+# ----------------------------------------------------------------------------- final save
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_final(ctx: StageContext, plan: StagePlan, trainer: Any) -> Path:
+    """``<stage>/final``: ``save_pretrained`` model, tokenizer, ``embedder.json``, ``pooler.safetensors``.
+
+    Written into ``final.tmp`` and renamed; every rank calls it (FSDP2 gathers the weights)."""
+    from conan_core.backbones.hf import HFDecoder
+    from conan_core.embedder import quiet_transformers
+
+    full = D.full_model_state(trainer.raw, "fsdp") if trainer.parallel == "fsdp" else None
+    final = ctx.stage_dir / "final"
+    if ctx.env.is_main:
+        tmp = ctx.stage_dir / "final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model = plan.model
+        with quiet_transformers():  # no "Writing model shards" bar
+            if full is not None:  # sharded weights: save the gathered full copy
+                prefix = "model.hf." if isinstance(model, HFDecoder) else "model."
+                state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+                model.save_pretrained(str(tmp), state_dict=state)
+            else:
+                model.save_pretrained(str(tmp))
+        ctx.tokenizer.save_pretrained(str(tmp))
+        if plan.embedder is not None:
+            (tmp / "embedder.json").write_text(json.dumps(plan.embedder, indent=2) + "\n", encoding="utf-8")
+        if plan.pooler is not None and any(True for _ in plan.pooler.parameters()):
+            from safetensors.torch import save_file
+
+            if full is not None:
+                pstate = {k[len("pooler."):]: v for k, v in full.items() if k.startswith("pooler.")}
+            else:
+                pstate = plan.pooler.state_dict()
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in pstate.items()}, str(tmp / "pooler.safetensors"))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    D.barrier(ctx.env)
+    return final
+
+
+def embedder_settings(ctx: StageContext, pooler_spec: dict, mask_spec: dict, alpha: float, loss: nn.Module,
+                      hidden_size: int) -> dict:
+    """``embedder.json`` of an embedding stage (docs/RUNDIR.md): the pooler, the mask and alpha the
+    stage ended with, and the Matryoshka dims the loss trained (``[]`` without MRL)."""
+    from conan_core.losses.matryoshka import MatryoshkaLoss
+    from conan_core.registries import REGISTRIES
+
+    dims: list[int] = []
+    for module in loss.modules():
+        if isinstance(module, MatryoshkaLoss):
+            dims = [d for d, _ in module.dims_for(hidden_size)]
+            break
+    c = ctx.stage_cfg
+    return {"pooler": REGISTRIES["poolers"].resolve(pooler_spec), "mask": REGISTRIES["masks"].resolve(mask_spec),
+            "alpha": float(alpha), "max_length": int(c.max_length), "query_instruction": c.query_instruction,
+            "normalize": True, "mrl_dims": dims, "stage": ctx.stage}
+
+
+def hidden_size(model: nn.Module) -> int:
+    return int(model.config.hidden_size)

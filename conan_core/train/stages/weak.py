@@ -1,0 +1,144 @@
+"""Stage 3, weakly-supervised embedding training (RECIPE §2.3): the SFT pairs as (query, positive),
+InfoNCE with in-batch negatives (gathered over every rank), **the soft mask** with
+``alpha = mask.alpha(step, steps)`` for 1-based step ``step`` (so the last step is fully
+bidirectional, the mask of the next stage and of inference), and pairs a teacher scores below
+``weak.teacher_min_score`` dropped.
+
+Teacher filter: the teacher is ``weak.teacher`` (a model directory, through
+:class:`conan_core.Embedder`) or, by default, the model this stage starts from, encoding with the
+stage's pooler and its mask at step 0. Every pair is scored once, at stage start (each rank scores
+its share, the dropped ids are gathered); ``weak/teacher.json`` records the threshold, the counts
+and the dropped example ids, and a resumed run reads it instead of scoring again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from conan_core.train import distributed as D
+from conan_core.train.stages.common import (StageContext, StagePlan, embedder_settings, hidden_size, start_model,
+                                            write_json_atomic)
+
+log = logging.getLogger("conan_core.train")
+
+
+def build(ctx: StageContext) -> StagePlan:
+    from conan_core.registries import REGISTRIES
+    from conan_core.train.data import build_source, source_spec, weak_stream
+    from conan_core.train.objectives import EmbeddingObjective
+
+    cfg, c = ctx.cfg, ctx.cfg.weak
+    model = start_model(ctx)
+    h = hidden_size(model)
+    pooler = REGISTRIES["poolers"].build(c.pooler, "weak.pooler", hidden_size=h)
+    mask = REGISTRIES["masks"].build(c.mask, "weak.mask")
+    loss = REGISTRIES["losses"].build(c.loss, "weak.loss")
+    objective = EmbeddingObjective(model, pooler, mask, loss, gather=True)
+    spec = source_spec(cfg, "weak", ctx.run_dir, allow_data_change=ctx.allow_data_change)
+    teacher = teacher_filter(ctx, spec, objective, mask.alpha(0, c.steps))
+    source = build_source(spec, path="weak.source", **ctx.source_kwargs())
+    stream = weak_stream(cfg, source, ctx.tokenizer, set(teacher["dropped"]))
+    world = ctx.world(source, {"batch_size": c.batch_size, "max_length": c.max_length,
+                               "dropped": teacher["dropped"], "instruction": c.query_instruction})
+    extra = {"teacher": {k: v for k, v in teacher.items() if k != "dropped"}}
+    return StagePlan(objective=objective, stream=stream, world=world, model=model, pooler=pooler, extra=extra,
+                     alpha_fn=lambda step: mask.alpha(step, c.steps),
+                     embedder=embedder_settings(ctx, c.pooler, c.mask, mask.alpha(c.steps, c.steps), loss, h))
+
+
+def teacher_filter(ctx: StageContext, spec: dict, objective: Any, start_alpha: float) -> dict:
+    """``{"threshold", "teacher", "scored", "dropped_count", "mean_score", "dropped": [ids]}``,
+    computed once (every rank takes part) and cached in ``weak/teacher.json``."""
+    import json
+
+    c = ctx.cfg.weak
+    path = ctx.stage_dir / "teacher.json"
+    if c.teacher_min_score is None:
+        return {"threshold": None, "teacher": None, "scored": 0, "dropped_count": 0, "mean_score": None,
+                "dropped": []}
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    scores = _score_pairs(ctx, spec, objective, start_alpha)
+    parts = [scores]
+    if ctx.env.distributed:
+        parts = [None] * ctx.env.world_size
+        torch.distributed.all_gather_object(parts, scores)
+    merged = {eid: s for part in parts for eid, s in part.items()}
+    dropped = sorted(eid for eid, s in merged.items() if not s >= c.teacher_min_score)
+    result = {"threshold": c.teacher_min_score, "teacher": c.teacher or "start model", "scored": len(merged),
+              "dropped_count": len(dropped),
+              "mean_score": (sum(merged.values()) / len(merged)) if merged else None, "dropped": dropped}
+    if ctx.env.is_main:
+        ctx.stage_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, result)
+    D.barrier(ctx.env)
+    log.info("weak: teacher (%s) scored %d pairs, dropped %d below %.3f (mean cosine %s)", result["teacher"],
+             result["scored"], result["dropped_count"], c.teacher_min_score, result["mean_score"])
+    return result
+
+
+@torch.no_grad()
+def _score_pairs(ctx: StageContext, spec: dict, objective: Any, alpha: float) -> dict[str, float]:
+    """Cosine(query, positive) per example id of this rank's share of one pass over the pairs."""
+    from conan_core.train.collate import PairTokenizer, collate_pairs, pad_id_of
+    from conan_core.train.data import one_pass
+    from conan_core.train.loop import autocast_dtype, move_to
+
+    c = ctx.cfg.weak
+    source = one_pass(spec, **ctx.source_kwargs())
+    if c.teacher is not None:
+        return _score_with_embedder(c.teacher, source, c, ctx.env)
+    tok = PairTokenizer(ctx.tokenizer, c.max_length, c.query_instruction)
+    pad = pad_id_of(ctx.tokenizer)
+    device = ctx.env.device
+    objective.to(device)
+    was_training = objective.training
+    objective.eval()
+    amp = autocast_dtype(ctx.cfg.precision, device)
+    out: dict[str, float] = {}
+    items: list[dict] = []
+
+    def flush():
+        batch = move_to(collate_pairs(items, pad), device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            q = objective.embed(batch["query"], alpha)
+            p = objective.embed(batch["positive"], alpha)
+        cos = torch.nn.functional.cosine_similarity(q.float(), p.float(), dim=-1)
+        out.update(zip(batch["example_ids"], cos.tolist()))
+        items.clear()
+
+    for sample in source:
+        items.append(tok(sample))
+        if len(items) == c.batch_size:
+            flush()
+    if items:
+        flush()
+    objective.train(was_training)
+    return out
+
+
+def _score_with_embedder(teacher: str, source: Any, c: Any, env: D.DistEnv) -> dict[str, float]:
+    """Scores from an external teacher model directory (its own pooler, mask and format)."""
+    import numpy as np
+
+    from conan_core.embedder import Embedder
+    from conan_core.miners.pool import example_id_of
+
+    emb = Embedder.load(teacher, device=str(env.device))
+    samples = list(source)
+    if not samples:
+        return {}
+    ids = [example_id_of(s, i) for i, s in enumerate(samples)]
+    out: dict[str, float] = {}
+    by_instruction: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_instruction.setdefault(s.get("instruction") or c.query_instruction, []).append(i)
+    for instruction, rows in by_instruction.items():
+        q = emb.encode([samples[i]["query"] for i in rows], instruction=instruction or None, batch_size=c.batch_size)
+        p = emb.encode([samples[i]["pos"] for i in rows], instruction=None, batch_size=c.batch_size)
+        cos = np.sum(q * p, axis=1)  # unit rows
+        out.update({ids[i]: float(v) for i, v in zip(rows, cos)})
+    return out

@@ -1,0 +1,171 @@
+"""Export: the same embeddings from Embedder, transformers AutoModel + pooling and
+sentence-transformers, with and without trust_remote_code; poolers ST cannot express; the card."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conan_core import Embedder
+from conan_core.export import export_run
+
+_spec = importlib.util.spec_from_file_location("tiny_run", Path(__file__).with_name("tiny_run.py"))
+tiny_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny_run)
+SENTENCES = tiny_run.SENTENCES
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tiny_run.build_tiny_run(tmp_path_factory.mktemp("run"))
+    (root / "eval").mkdir()
+    (root / "eval" / "metrics.json").write_text(json.dumps(
+        {"retrieval": {"ndcg@10": 0.5, "bm25/ndcg@10": 0.25, "n_queries": 3}, "sts": {"spearman": 0.4}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir) -> Path:
+    return export_run(run_dir, run_dir / "export", verify=True)
+
+
+def mean_pool(hidden: torch.Tensor, attention: torch.Tensor) -> np.ndarray:
+    mask = attention.unsqueeze(-1).to(hidden.dtype)
+    emb = (hidden * mask).sum(1) / mask.sum(1)
+    return torch.nn.functional.normalize(emb, dim=-1).numpy()
+
+
+def test_layout_config_and_card(exported):
+    names = {p.name for p in exported.iterdir()}
+    assert {"config.json", "model.safetensors", "configuration_conan.py", "modeling_conan.py", "tokenizer.json",
+            "embedder.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+            "1_Pooling", "2_Normalize", "README.md"} <= names
+    config = json.loads((exported / "config.json").read_text())
+    assert config["default_mask"] == "bidirectional" and config["architectures"] == ["ConanModel"]
+    assert config["auto_map"] == {"AutoConfig": "configuration_conan.ConanConfig",
+                                  "AutoModel": "modeling_conan.ConanModel"}
+    pooling = json.loads((exported / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] is True and pooling["include_prompt"] is True
+    st = json.loads((exported / "config_sentence_transformers.json").read_text())
+    assert st["prompts"]["query"] == "<instruct>Find passages that answer the question<query>"
+    assert json.loads((exported / "sentence_bert_config.json").read_text())["max_seq_length"] == 64
+    card = (exported / "README.md").read_text()
+    for needle in ("## Architecture", "## Training", "| supervised |", "## Evaluation", "| retrieval | ndcg@10 | 0.5000 | 0.2500 |",
+                   "MRL dims | 8, 16, 32", "SentenceTransformer(", "AutoModel.from_pretrained", "trust_remote_code"):
+        assert needle in card, needle
+
+
+def test_embedder_and_autmodel_agree(run_dir, exported):
+    import conan_core.model  # noqa: F401  (registers "conan")
+    from transformers import AutoModel, AutoTokenizer
+
+    source = Embedder.load(run_dir)
+    again = Embedder.load(exported)
+    np.testing.assert_allclose(again.encode_queries(SENTENCES), source.encode_queries(SENTENCES), atol=1e-6)
+
+    model = AutoModel.from_pretrained(str(exported)).eval()
+    assert type(model.default_mask()).__name__ == "BidirectionalMask", \
+        "ConanModel ignores config.default_mask: a plain forward must use the exported mask"
+    tok = AutoTokenizer.from_pretrained(str(exported))
+    batch = tok(SENTENCES, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    np.testing.assert_allclose(mean_pool(hidden, batch["attention_mask"]), source.encode(SENTENCES), atol=1e-5)
+
+
+def test_sentence_transformers_agrees(run_dir, exported):
+    import conan_core.model  # noqa: F401
+    from sentence_transformers import SentenceTransformer
+
+    source = Embedder.load(run_dir)
+    st = SentenceTransformer(str(exported), device="cpu")
+    assert st.max_seq_length == 64
+    np.testing.assert_allclose(st.encode(SENTENCES), source.encode(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(st.encode(SENTENCES, prompt_name="query"), source.encode_queries(SENTENCES), atol=1e-5)
+    small = st.encode(SENTENCES, truncate_dim=8, normalize_embeddings=True)
+    np.testing.assert_allclose(small, source.encode(SENTENCES, dim=8), atol=1e-5)
+
+
+TRUST_REMOTE_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from sentence_transformers import SentenceTransformer
+
+    path, out = sys.argv[1], sys.argv[2]
+    texts = {texts!r}
+    model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    batch = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    auto = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    st = SentenceTransformer(path, trust_remote_code=True, device="cpu").encode(texts, prompt_name="query")
+    np.savez(out, auto=auto, st=st, conan_imported_first=False)
+""")
+
+
+def test_trust_remote_code_without_importing_conan_core(run_dir, exported, tmp_path):
+    out = tmp_path / "remote.npz"
+    script = tmp_path / "remote.py"
+    script.write_text(TRUST_REMOTE_SCRIPT.replace("{texts!r}", repr(SENTENCES)), encoding="utf-8")
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # python -c with "-I"-like isolation is not needed: the script never imports conan_core itself
+    proc = subprocess.run([sys.executable, str(script), str(exported), str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(out)
+    source = Embedder.load(run_dir)
+    np.testing.assert_allclose(got["auto"], source.encode(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(got["st"], source.encode_queries(SENTENCES), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooler,module_dir", [
+    ({"type": "latent_attention", "num_latents": 4, "num_heads": 2, "exclude_instruction": True}, "1_ConanPooling"),
+    ({"type": "weighted_mean", "exclude_instruction": True}, "1_ConanPooling"),
+    ({"type": "last_token"}, "1_Pooling"),
+    ({"type": "first_token", "exclude_instruction": True}, "1_Pooling"),
+])
+def test_other_poolers_export(tmp_path, pooler, module_dir):
+    import conan_core.model  # noqa: F401
+    from sentence_transformers import SentenceTransformer
+
+    root = tiny_run.build_tiny_run(tmp_path / "run", pooler=pooler)
+    out = export_run(root, tmp_path / "export", verify=True)
+    assert (out / module_dir).is_dir()
+    if pooler["type"] == "latent_attention":
+        assert (out / "pooler.safetensors").is_file() and (out / module_dir / "pooler.safetensors").is_file()
+    source = Embedder.load(root)
+    custom = module_dir == "1_ConanPooling"
+    if custom:  # a class outside sentence_transformers.*: ST imports it only when trusted
+        with pytest.raises(ValueError, match="trust_remote_code"):
+            SentenceTransformer(str(out), device="cpu")
+        assert "trust_remote_code=True" in (out / "README.md").read_text()
+    st = SentenceTransformer(str(out), device="cpu", trust_remote_code=custom)
+    np.testing.assert_allclose(st.encode(SENTENCES), source.encode(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(st.encode(SENTENCES, prompt_name="query"), source.encode_queries(SENTENCES), atol=1e-5)
+
+
+def test_cli_export_and_errors(run_dir, tmp_path, capsys):
+    from conan_core.cli import main
+
+    out = tmp_path / "cli_export"
+    assert main(["export", str(run_dir), "--out", str(out), "--max-length", "32"]) == 0
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 32
+    assert json.loads((out / "embedder.json").read_text())["max_length"] == 32
+    assert main(["export", str(run_dir / "supervised" / "final"), "--out", str(run_dir / "supervised" / "final")]) == 1
+    assert "is the model being exported" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
+    assert "no such directory" in capsys.readouterr().err
