@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conan_core.registry import (
+    ConanError,
     ConfigError,
     ConfigIssue,
     close_matches,
@@ -301,19 +302,63 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Set each ``a.b.c=value`` in a copy of ``raw``. A section or component slot the path enters
+    but ``raw`` leaves out starts from its default (``weak.mask.schedule.type=cosine`` on a file
+    that never names ``weak.mask`` edits the default soft mask's schedule)."""
     raw = json.loads(json.dumps(raw))  # deep copy, plain types
     for text in overrides or []:
         parts, value = parse_override(text)
-        node = raw
-        for part in parts[:-1]:
+        node, schema = raw, RunConfig
+        for depth, part in enumerate(parts[:-1]):
             nxt = node.get(part)
+            child_schema = _child_schema(schema, node, part)
             if nxt is None:
-                nxt = node[part] = {}
+                nxt = node[part] = _default_of(schema, node, part)
             if not isinstance(nxt, dict):
-                raise ConfigError([ConfigIssue(".".join(parts), f"cannot set a field inside {part!r}", nxt)])
-            node = nxt
+                raise ConfigError([ConfigIssue(".".join(parts[:depth + 1]),
+                                               f"cannot set a field inside {part!r}", nxt)])
+            node, schema = nxt, child_schema
         node[parts[-1]] = value
     return raw
+
+
+def _field_info(schema: Any, node: dict, name: str):
+    """The pydantic FieldInfo of ``name`` under ``schema`` (a model class or a registry kind)."""
+    if isinstance(schema, str):  # inside a component spec: its Config class owns the fields
+        from conan_core.registries import REGISTRIES
+
+        key = node.get("type")
+        reg = REGISTRIES[schema]
+        if not isinstance(key, str) or key not in reg.keys():
+            return None
+        try:
+            return reg.config_class(key).model_fields.get(name)
+        except ConanError:
+            return None
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_fields.get(name)
+    return None
+
+
+def _child_schema(schema: Any, node: dict, name: str) -> Any:
+    info = _field_info(schema, node, name)
+    if info is None:
+        return None
+    kind = nested_kind(info)
+    if kind is not None:
+        return kind
+    ann = info.annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _default_of(schema: Any, node: dict, name: str) -> Any:
+    info = _field_info(schema, node, name)
+    if info is None or info.is_required():
+        return {}
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, BaseModel):
+        return {}  # a section: its own defaults fill in at validation
+    return json.loads(json.dumps(default)) if isinstance(default, dict) else {}
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:

@@ -119,19 +119,18 @@ def mine_step(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> dict:
 
 
 def eval_step(cfg: RunConfig, run_dir: Path) -> dict:
+    """Every configured evaluator on the held-out split, model next to BM25 (eval/metrics.json)."""
     from conan_core.embedder import Embedder
-    from conan_core.registries import REGISTRIES
+    from conan_core.eval.report import evaluate_all, read_metrics, write_metrics
 
     path = run_dir / "eval" / "metrics.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return read_metrics(path)
     embedder = Embedder.load(run_dir)
     data_dir = Path(cfg.data.dir) if cfg.data.dir else run_dir / "data"
-    results = {}
-    for i, spec in enumerate(cfg.eval.evaluators):
-        evaluator = REGISTRIES["evaluators"].build(spec, f"eval.evaluators[{i}]")
-        results[spec["type"]] = evaluator.evaluate(embedder, data_dir / "eval")
-    _write_json_atomic(path, results)
+    results = evaluate_all(embedder, data_dir / "eval", cfg.eval.evaluators, missing="skip",
+                           batch_size=cfg.eval.batch_size, log=print)
+    write_metrics(results, path)
     return results
 
 

@@ -109,7 +109,7 @@ class PluginError(ConanError, ImportError):
 
 
 def close_matches(word: str, options: Iterable[str], n: int = 3) -> list[str]:
-    return difflib.get_close_matches(str(word), list(options), n=n, cutoff=0.6)
+    return difflib.get_close_matches(str(word), list(options), n=n, cutoff=0.5)
 
 
 def _loc_to_path(prefix: str, loc: tuple) -> str:

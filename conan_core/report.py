@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from conan_core.config import STAGES, RunConfig
+from conan_core.eval.base import is_count
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -41,7 +42,7 @@ def metric_rows(eval_results: dict) -> list[tuple[str, str, float, float | None]
     out = []
     for name, metrics in eval_results.items():
         for key, value in metrics.items():
-            if key.startswith("bm25/") or not isinstance(value, (int, float)):
+            if key.startswith("bm25/") or not isinstance(value, (int, float)) or is_count(key):
                 continue
             out.append((name, key, float(value), _as_float(metrics.get(f"bm25/{key}"))))
     return out
@@ -51,7 +52,8 @@ def _as_float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def format_summary(run_dir: Path, eval_results: dict | None) -> str:
+def format_summary(run_dir: Path, eval_results: dict | None, *, per_language: bool = False) -> str:
+    """The stage table and the eval table (model next to BM25); per-language rows on request."""
     lines = [f"{'stage':<12}{'steps':>7}{'final loss':>12}{'time (s)':>10}"]
     for row in stage_rows(run_dir):
         loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.4f}"
@@ -61,6 +63,8 @@ def format_summary(run_dir: Path, eval_results: dict | None) -> str:
         lines.append("")
         lines.append(f"{'eval':<16}{'metric':<26}{'model':>9}{'BM25':>9}")
         for name, key, value, bm25 in metric_rows(eval_results):
+            if key.startswith("lang/") and not per_language:
+                continue
             ref = "-" if bm25 is None else f"{bm25:.4f}"
             lines.append(f"{name:<16}{key:<26}{value:>9.4f}{ref:>9}")
     return "\n".join(lines)
@@ -76,8 +80,9 @@ def write_report(cfg: RunConfig, run_dir: Path, summary: dict) -> Path:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
     plots = make_plots(cfg, run_dir, eval_results or {})
     table = format_summary(run_dir, eval_results)
+    full = format_summary(run_dir, eval_results, per_language=True)
     lines = [f"# Run report: {cfg.name}", "", f"Run directory: `{run_dir}`; total time "
-             f"{summary.get('seconds', '-')} s.", "", "```", table, "```", ""]
+             f"{summary.get('seconds', '-')} s.", "", "```", full, "```", ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -133,10 +138,10 @@ def make_plots(cfg: RunConfig, run_dir: Path, eval_results: dict) -> list[Path]:
         fig.tight_layout()
         made.append(_save(fig, out_dir / "soft_mask.png"))
 
-    rows = [r for r in read_jsonl(run_dir / "supervised" / "metrics.jsonl") if "miner/replaced" in r]
+    rows = [r for r in read_jsonl(run_dir / "supervised" / "metrics.jsonl") if "negatives_replaced" in r]
     if rows:
         fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot([r["step"] for r in rows], [r["miner/replaced"] for r in rows])
+        ax.plot([r["step"] for r in rows], [r["negatives_replaced"] for r in rows])
         ax.set_xlabel("supervised step")
         ax.set_ylabel("negatives replaced")
         ax.set_title("dynamic hard negative mining")

@@ -204,3 +204,52 @@ def test_cli_encode_and_eval(run_dir, embedder, tmp_path, capsys):
     assert set(metrics) == {"sts"} and "bm25/spearman" in metrics["sts"]
     assert main(["eval", str(run_dir), "--data", str(data), "--task", "retrieval"]) == 1
     assert "no retrieval evaluation data" in capsys.readouterr().err
+
+
+def test_final_dir_without_embedder_json_uses_defaults(run_dir, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(run_dir, root)
+    shutil.move(str(root / "supervised"), str(root / "sft"))
+    (root / "sft" / "final" / "embedder.json").unlink()
+    (root / "config.yaml").write_text("name: t\nsft:\n  max_length: 48\nsupervised:\n  query_instruction: Q\n")
+    emb = Embedder.load(root)
+    assert emb.settings.pooler == {"type": "mean"} and emb.settings.mask == {"type": "bidirectional"}
+    assert emb.max_length == 48 and emb.query_instruction == "Q" and emb.settings.stage == "sft"
+
+
+def test_hf_backbone_final_dir(tmp_path):
+    """A run whose backbone is a transformers Llama: Embedder wraps it in HFDecoder; export refuses."""
+    from conan_core.backbones.hf import HFDecoder
+    from conan_core.export import ExportError, export_run
+    from conan_core.tokenizer import load_tokenizer
+
+    root = tiny_run.build_tiny_run(tmp_path / "run")
+    final = root / "supervised" / "final"
+    tokenizer = load_tokenizer(final)
+    torch.manual_seed(0)
+    decoder = REGISTRIES["backbones"].build({"type": "hf", "hidden_size": 32, "num_attention_heads": 4,
+                                              "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 64,
+                                              "initializer_range": 0.2}).build(len(tokenizer))
+    for name in ("model.safetensors", "config.json"):
+        (final / name).unlink()
+    decoder.save_pretrained(str(final))
+    emb = Embedder.load(root)
+    assert isinstance(emb.model, HFDecoder)
+    out = emb.encode(SENTENCES[:4], batch_size=3)
+    ref_model = copy.deepcopy(decoder).double().eval()
+    mask = REGISTRIES["masks"].build({"type": "bidirectional"})
+    for text, row in zip(SENTENCES[:4], out):
+        ids = tokenizer(text, truncation=True, max_length=emb.max_length)["input_ids"]
+        with torch.no_grad():
+            hidden = ref_model.encode(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long), mask=mask)[0]
+        vec = hidden.mean(0).numpy()
+        np.testing.assert_allclose(row, vec / np.linalg.norm(vec), atol=2e-5)
+    with pytest.raises(ExportError, match="conan backbone"):
+        export_run(root, tmp_path / "export")
+
+
+def test_progress_bar(embedder, capsys):
+    embedder.encode(SENTENCES, batch_size=2, show_progress=True)
+    assert "encode" in capsys.readouterr().err
+    embedder.encode(SENTENCES, batch_size=2)  # auto: stderr is not a terminal and only 8 texts
+    assert capsys.readouterr().err == ""

@@ -62,8 +62,10 @@ def cmd_stage(stage: str, args: argparse.Namespace) -> int:
         summary = run_stage(cfg, stage, run_dir, resume=args.resume, progress=not args.no_progress,
                             allow_data_change=args.allow_data_change,
                             fallback_checkpoint=args.fallback_checkpoint)
-    finally:
-        D.shutdown(D.init_distributed(cfg.device))
+    except BaseException:
+        D.shutdown(D.init_distributed(cfg.device), wait=False)
+        raise
+    D.shutdown(D.init_distributed(cfg.device))
     if summary.get("preempted"):
         print(f"{stage}: stopped at step {summary['steps']} (SIGTERM); checkpoint committed. Re-run the same "
               "command to resume.", file=sys.stderr)

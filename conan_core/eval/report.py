@@ -77,10 +77,12 @@ def format_table(results: Mapping[str, Mapping[str, Any]], digits: int = 4) -> s
                      if isinstance(ref, (int, float)) and isinstance(model, (int, float)) else "-")
             rows.append((f"  {k}", _fmt(model, digits), _fmt(ref, digits), delta))
     header = ("task / metric", "model", "bm25", "delta")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    line = lambda r: "  ".join(  # noqa: E731
+    # task headings (value columns empty) print whole and do not widen the metric column
+    metric_rows = [header, *(r for r in rows if r[1])]
+    widths = [max(len(r[i]) for r in metric_rows) for i in range(4)]
+    line = lambda r: r[0] if not r[1] and r is not header else "  ".join(  # noqa: E731
         (c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])) for i, c in enumerate(r)).rstrip()
-    out = [line(header), line(tuple("-" * w for w in widths))]
+    out = [line(header), "  ".join("-" * w for w in widths)]
     out.extend(line(r) for r in rows)
     return "\n".join(out)
 

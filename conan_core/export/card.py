@@ -136,6 +136,8 @@ def render_model_card(*, name: str, config: dict, settings, mask_key: str, n_par
     elif data:
         lines.append(f"The conan_core demo corpus (scale {data.get('demo_scale', 1.0)}), built into the run "
                      "directory's data/.")
+    elif run_config:
+        lines.append("Not recorded in the run's config.yaml.")
     else:
         lines.append("Not recorded (no run config.yaml next to the model).")
     lines += ["", "## Evaluation", ""]

@@ -60,18 +60,27 @@ class ExportError(ConanError, ValueError):
 def default_mask_value(mask: dict, alpha: float) -> str:
     """The ``config.default_mask`` key reproducing the embedder's mask in a plain forward.
 
-    A soft mask at alpha 1 is exactly bidirectional and at alpha 0 exactly causal (RECIPE §3);
-    any other fractional state cannot be expressed by a forward without arguments.
+    ``bidirectional`` / ``causal`` map to themselves; any other mask (the soft mask, a plugin's)
+    is evaluated at the recorded ``alpha`` on a few lengths and must equal one of the two exactly
+    (the default soft mask is bidirectional at alpha 1 and causal at alpha 0, RECIPE §3; its
+    ``i_over_l`` variant never becomes bidirectional). Otherwise :class:`ExportError`.
     """
+    import torch
+
+    from conan_core.masks.base import MaskContext
+    from conan_core.registries import REGISTRIES
+
     kind = mask.get("type")
     if kind in ("bidirectional", "causal"):
         return kind
-    if kind == "soft" and alpha >= 1.0:
-        return "bidirectional"
-    if kind == "soft" and alpha <= 0.0:
-        return "causal"
-    raise ExportError(f"embedder.json mask {mask} (alpha {alpha}) has no fixed equivalent that a plain "
-                      "forward can use; export a model whose final stage ended bidirectional or causal")
+    ctx = MaskContext(lengths=torch.tensor([1, 2, 5, 8, 8]), seq_len=8, alpha=float(alpha))
+    matrix = REGISTRIES["masks"].build(mask, "embedder.json mask").matrix(ctx)
+    for key in ("bidirectional", "causal"):
+        if torch.equal(matrix, REGISTRIES["masks"].build({"type": key}).matrix(ctx)):
+            return key
+    raise ExportError(f"embedder.json mask {mask} at alpha {alpha} is neither causal nor bidirectional, so a "
+                      "plain forward (which takes no alpha) cannot reproduce it; export a model whose final "
+                      "stage ended with a causal or bidirectional mask")
 
 
 def sentence_transformers_pooling(pooler: dict) -> str | None:

@@ -22,8 +22,11 @@ paper's rank windows.
 Exhaustion policy. Every miner returns exactly ``num_negatives`` negatives per example. An example
 with fewer eligible candidates than that repeats them cyclically (counted once per example in
 ``short_pools``); a miner that runs past the end of an eligible list wraps around (each wrap counted
-in ``exhausted``; see each miner for what it reuses). An example with no eligible candidate at all,
-or missing from the pool, raises :class:`MinerError`.
+in ``exhausted``; see each miner for what it reuses). When the score filters (3.) would leave an
+example with no candidate, the candidates they dropped are used instead, least similar first
+(counted in ``margin_fallback``): an early, weak model scores every candidate close to the positive,
+and training on its least-similar candidates beats stopping. An example with no candidate beyond
+``rank_start`` (or only positive-equal ones), or missing from the pool, raises :class:`MinerError`.
 
 Counters that depend on the pool (``excluded_*``, ``short_pools``) cover the examples seen so far.
 """
@@ -94,7 +97,8 @@ class PoolMiner(Miner):
         # replaced candidate lists of single examples (dynamic_v1 re-mining with a model)
         self._overrides: dict[str, CandidatePool] = {}
         self._examples: dict[str, dict[str, Any]] = {}
-        self._pool_counts = {"excluded_false_negatives": 0, "excluded_by_margin": 0, "short_pools": 0}
+        self._pool_counts = {"excluded_false_negatives": 0, "excluded_by_margin": 0, "short_pools": 0,
+                             "margin_fallback": 0}
         self._total = dict.fromkeys(_COUNTERS, 0)
         self._step = dict.fromkeys(_COUNTERS, 0)
         self._score_sum_step = 0.0
@@ -143,14 +147,18 @@ class PoolMiner(Miner):
         if cfg.absolute_max is not None:
             limit = min(limit, cfg.absolute_max)
         banned = {normalize_text(t) for t in positives}
-        out, false_neg, margin = [], 0, 0
+        out, false_neg, margin, over = [], 0, 0, []
         for cand in cands[cfg.rank_start:]:
             if banned and normalize_text(cand.text) in banned:
                 false_neg += 1
             elif cand.score > limit:  # NaN (unknown score) compares False: kept
                 margin += 1
+                over.append(cand)
             else:
                 out.append(cand)
+        fallback = not out and bool(over)
+        if fallback:
+            out = sorted(over, key=lambda c: c.score)
         if cfg.selection == "shuffled":
             random.Random(self._example_seed(example_id)).shuffle(out)
         if not out:
@@ -164,6 +172,7 @@ class PoolMiner(Miner):
             self._pool_counts["excluded_false_negatives"] += false_neg
             self._pool_counts["excluded_by_margin"] += margin
             self._pool_counts["short_pools"] += int(len(out) < cfg.num_negatives)
+            self._pool_counts["margin_fallback"] += int(fallback)
         self._eligible_cache[example_id] = out
         return out
 
@@ -275,7 +284,7 @@ class PoolMiner(Miner):
         self._overrides = {k: CandidatePool({k: row}) for k, row in state["overrides"].items()}
         self._eligible_cache = {}
         self._counted = set(state["counted"])
-        self._pool_counts = dict(state["pool_counts"])
+        self._pool_counts = {"margin_fallback": 0, **dict(state["pool_counts"])}
         self._total = {k: int(state["total"].get(k, 0)) for k in _COUNTERS}
         self._step = {k: int(state["step"].get(k, 0)) for k in _COUNTERS}
         self._score_sum_step = float(state["score_sum_step"])

@@ -56,8 +56,11 @@ def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
-    """The process's :class:`DistEnv`; starts the process group once (idempotent)."""
+def init_distributed(device: str = "auto", timeout_s: float = 3600.0) -> DistEnv:
+    """The process's :class:`DistEnv`; starts the process group once (idempotent).
+
+    ``timeout_s`` bounds every collective; it is long because rank 0 alone prepares the run
+    (demo corpus, tokenizer training) while the other ranks wait at a barrier."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -72,8 +75,13 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistEnv:
     return DistEnv(rank, world, local, dev, backend)
 
 
-def shutdown(env: DistEnv) -> None:
+def shutdown(env: DistEnv, wait: bool = True) -> None:
+    """Destroy the process group. ``wait``: meet the other ranks first, so none tears its gloo
+    connections down while a peer still uses them (that aborts the peer); pass False on an error
+    path, where a peer may be gone and the barrier would only hang."""
     if env.distributed and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -49,7 +49,7 @@ from torch import nn
 
 from conan_core.registry import ConanError
 from conan_core.train import distributed as D
-from conan_core.train.checkpoint import CheckpointManager, load_object, load_tensors
+from conan_core.train.checkpoint import CheckpointError, CheckpointManager, load_object, load_tensors
 from conan_core.train.faults import FaultInjector
 from conan_core.train.metrics import MetricsLog, StepLog, truncate_jsonl
 from conan_core.train.rng import capture_rng_state, restore_rng_state
@@ -336,7 +336,6 @@ class Trainer:
         return StepResult(loss=mean_loss, grad_norm=gnorm, skipped=any_bad, keys=keys, tokens=step_tokens,
                           alpha=alpha, metrics={k: v / opts.grad_accum for k, v in sums.items()})
 
-
     def counters(self) -> dict:
         out = dict(self.stream.counters())
         out["skipped_steps"] = self.skipped
@@ -373,16 +372,18 @@ class Trainer:
                     name.unlink(missing_ok=True)
             D.barrier(env)
             return 0
-        found = None
+        found, error = None, None
         if env.is_main:
             try:
                 hit = self.ckpt.find_latest(fallback=opts.fallback_checkpoint)
                 found = ("ok", str(hit[0]) if hit else None)
             except ConanError as exc:  # every rank must raise, not only rank 0
-                found = ("error", exc)
+                found, error = ("error", str(exc)), exc
         found = D.broadcast_object(found, env)
         if found[0] == "error":
-            raise found[1]
+            if error is not None:
+                raise error
+            raise CheckpointError(found[1])
         if found[1] is None:
             self._rewind_logs(0)
             return 0

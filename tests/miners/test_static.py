@@ -134,3 +134,16 @@ def test_in_batch_has_no_hard_negatives():
     assert other.state_dict() == miner.state_dict()
     with pytest.raises(ValueError, match="no hard negatives"):
         miner.observe(["a"], torch.zeros(1, 3))
+
+
+def test_score_filter_falls_back_to_least_similar_when_nothing_is_left():
+    # a weak early model: every candidate beyond rank 10 scores above 0.95 x the positive's 0.5
+    pool = _pool(n=14, score=lambda r: 0.99 - 0.001 * r, positive_scores={"e": 0.5})
+    miner = build("static", pool, num_negatives=4)
+    negs = miner.negatives_for(["e"])[0]
+    assert [c.id for c in negs] == ["c14", "c13", "c12", "c11"]  # least similar first
+    stats = miner.stats()
+    assert stats["margin_fallback"] == 1 and stats["excluded_by_margin"] == 4
+    again = build("static", pool, num_negatives=4)
+    again.load_state_dict(json.loads(json.dumps(miner.state_dict())))
+    assert [c.id for c in again.negatives_for(["e"])[0]] == [c.id for c in negs]

@@ -1,106 +1,37 @@
-"""Helpers for the training-engine tests: run ``engine_job.py`` in a subprocess (optionally under
-torchrun) with a ``CONAN_FAULT``, and compare results exactly."""
+"""Fixtures of the training tests. The helpers live in ``harness.py``, which this conftest loads by
+path under the unique module name ``conan_train_test_harness`` (other test directories have their
+own ``conftest.py``, so ``from conftest import ...`` would be ambiguous); pytest imports a
+directory's conftest before its test modules, so they can ``from conan_train_test_harness import``."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-HERE = Path(__file__).resolve().parent
-JOB = HERE / "engine_job.py"
-REPO = HERE.parents[1]
-TIMEOUT = 120  # a hung job is a failure (RELIABILITY harness)
+
+def _harness():
+    name = "conan_train_test_harness"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("harness.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-def job_env(fault: str | None = None, hashseed: str = "0") -> dict:
-    env = dict(os.environ)
-    env.pop("CONAN_FAULT", None)
-    if fault:
-        env["CONAN_FAULT"] = fault
-    env.update(OMP_NUM_THREADS="1", PYTHONHASHSEED=hashseed, CONAN_DISABLE_PLUGINS="1")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def run_job(cfg: dict, fault: str | None = None, nproc: int = 1, hashseed: str = "0") -> subprocess.CompletedProcess:
-    """Run the engine job; ``nproc > 1`` uses ``torchrun --nproc_per_node`` (gloo)."""
-    arg = json.dumps(cfg)
-    if nproc == 1:
-        cmd = [sys.executable, str(JOB), arg]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               "--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0", "--max_restarts=0", str(JOB), arg]
-    try:
-        return subprocess.run(cmd, env=job_env(fault, hashseed), capture_output=True, text=True,
-                              timeout=TIMEOUT, cwd=str(REPO))
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"engine job hung (> {TIMEOUT} s): {cmd}\nstdout: {exc.stdout}\nstderr: {exc.stderr}")
-
-
-def summaries(proc: subprocess.CompletedProcess) -> list[dict]:
-    return [json.loads(line.split("SUMMARY ", 1)[1]) for line in proc.stdout.splitlines() if "SUMMARY " in line]
-
-
-def assert_ok(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    return summaries(proc)[0]
-
-
-def load_final(out: Path) -> dict:
-    return torch.load(out / "final.pt", weights_only=False)
-
-
-def assert_same_final(a: Path, b: Path) -> None:
-    """Every parameter, every optimizer tensor and the post-run RNG draws are identical."""
-    fa, fb = load_final(a), load_final(b)
-    assert fa["params"].keys() == fb["params"].keys()
-    for k in fa["params"]:
-        assert torch.equal(fa["params"][k], fb["params"][k]), f"parameter {k} differs"
-    sa, sb = fa["optimizer"]["state"], fb["optimizer"]["state"]
-    assert sa.keys() == sb.keys()
-    for pid in sa:
-        for name, value in sa[pid].items():
-            assert torch.equal(value, sb[pid][name]), f"optimizer state {pid}.{name} differs"
-    assert fa["draws"] == fb["draws"], "RNG draws after the run differ"
-
-
-def load_job_module():
-    spec = importlib.util.spec_from_file_location("conan_engine_job", JOB)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BASE = {"steps": 12, "grad_accum": 2, "checkpoint_every": 3, "batch_size": 4}
+H = _harness()
 
 
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory) -> Path:
     """The uninterrupted run R every resume is compared with."""
     out = tmp_path_factory.mktemp("reference")
-    assert_ok(run_job({**BASE, "out": str(out)}))
+    H.assert_ok(H.run_job({**H.BASE, "out": str(out)}))
     return out
-
-
-# ----------------------------------------------------------------------------- real stages
-
-STAGE_OVERRIDES = [
-    "data.demo_scale=0.1", "tokenizer.vocab_size=600", "model.hidden_size=32", "model.intermediate_size=64",
-    "pretrain.steps=40", "pretrain.batch_size=4", "pretrain.max_length=64", "pretrain.lr=3e-3",
-    "pretrain.checkpoint_every=20", "pretrain.log_every=5",
-    "sft.steps=30", "sft.batch_size=8", "sft.max_length=64", "sft.lr=2e-3", "sft.checkpoint_every=15",
-    "weak.steps=30", "weak.batch_size=8", "weak.max_length=48", "weak.lr=1e-3", "weak.checkpoint_every=15",
-    "supervised.steps=30", "supervised.batch_size=4", "supervised.max_length=48", "supervised.lr=5e-4",
-    "supervised.checkpoint_every=10", "supervised.sts_every=5", "supervised.sts_batch_size=8",
-    "supervised.loss.dims=[16]",
-]
 
 
 @pytest.fixture(scope="session")
@@ -111,7 +42,7 @@ def trained_run(tmp_path_factory):
     from conan_core.train.stages import run_stage
 
     run = tmp_path_factory.mktemp("run")
-    cfg = load_config("tiny", STAGE_OVERRIDES)
+    cfg = load_config("tiny", H.STAGE_OVERRIDES)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is faster on a shared 2-core machine
     try:
@@ -120,31 +51,6 @@ def trained_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return cfg, run, summaries
-
-
-def copy_run(run: Path, dest: Path, keep: tuple[str, ...]) -> Path:
-    """A copy of ``run`` with its data, tokenizer, config and the finished stages ``keep``."""
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("data", "tokenizer", *keep):
-        shutil.copytree(run / name, dest / name)
-    shutil.copy(run / "config.yaml", dest / "config.yaml")
-    return dest
-
-
-def run_cli(args: list[str], fault: str | None = None, nproc: int = 1) -> subprocess.CompletedProcess:
-    """``conan ARGS`` in a subprocess (``torchrun`` with ``nproc`` > 1); a hang fails the test."""
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "conan_core.cli", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--rdzv_backend=c10d",
-               "--rdzv_endpoint=localhost:0", "--max_restarts=0", "-m", "conan_core.cli", *args]
-    try:
-        return subprocess.run(cmd, env=job_env(fault), capture_output=True, text=True, timeout=TIMEOUT,
-                              cwd=str(REPO))
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"command hung (> {TIMEOUT} s): {cmd}\nstdout: {exc.stdout}\nstderr: {exc.stderr}")
 
 
 @pytest.fixture(scope="session")

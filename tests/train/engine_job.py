@@ -98,7 +98,10 @@ class TinyObjective(nn.Module):
 
 
 def build(cfg: dict, env=None):
-    """``(trainer, data_generator)`` for ``cfg`` (keys: out, steps and the optional ones below)."""
+    """``(trainer, data_generator)`` for ``cfg``: ``out``, ``steps`` and optionally ``grad_accum``,
+    ``lr``, ``batch_size``, ``shards``, ``per_shard``, ``checkpoint_every``, ``keep``, ``nan_policy``,
+    ``resume``, ``allow_data_change``, ``fallback``, ``parallel``, ``fingerprint``, ``num_workers``
+    (the last two only enter the checkpoint's world), ``seed``."""
     from conan_core.train import distributed as D
     from conan_core.train.loop import Trainer, TrainerOptions
     from conan_core.train.rng import seed_everything
@@ -142,11 +145,15 @@ def run(cfg: dict) -> dict:
         if env.is_main:
             torch.save({"params": {k: v.detach().clone() for k, v in params.items()}, "optimizer": optim,
                         "draws": draws, "parallel": trainer.parallel}, Path(cfg["out"]) / "final.pt")
-        return summary
-    finally:
-        D.shutdown(env)
+    except BaseException:
+        D.shutdown(env, wait=False)
+        raise
+    D.shutdown(env)
+    return summary
 
 
 if __name__ == "__main__":
     result = run(json.loads(sys.argv[1]))
-    print("SUMMARY " + json.dumps(result), flush=True)
+    # one write of the whole line: ranks share stdout, and print() writes the text and the newline apart
+    sys.stdout.write("SUMMARY " + json.dumps(result) + "\n")
+    sys.stdout.flush()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import assert_ok, assert_same_final, run_job, summaries
+from conan_train_test_harness import assert_ok, assert_same_final, run_job, summaries
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_fsdp2_matches_ddp_and_resumes_exactly(tmp_path):
     order), and a SIGTERM + resume under FSDP2 is bit-exact (sharded state gathered and re-sharded)."""
     import torch
 
-    from conftest import load_final
+    from conan_train_test_harness import load_final
 
     ddp, fsdp, resumed = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "resumed"
     assert_ok(run_job({**DIST, "out": str(ddp), "parallel": "ddp"}, nproc=2))
@@ -79,3 +79,26 @@ def test_fsdp2_matches_ddp_and_resumes_exactly(tmp_path):
     for k in a["params"]:
         torch.testing.assert_close(a["params"][k], b["params"][k], rtol=1e-5, atol=1e-5)
     assert_same_final(fsdp, resumed)
+
+
+def test_gathered_in_batch_negatives_match_the_global_batch(tmp_path):
+    """Weak-stage InfoNCE on 2 ranks (all_gather with gradients + DDP average) has the gradient of
+    the single-process global batch (duplicate-positive masking included)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from conan_train_test_harness import HERE, REPO, TIMEOUT, job_env
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv_backend=c10d",
+           "--rdzv_endpoint=localhost:0", "--max_restarts=0", str(HERE / "gather_job.py"), str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, env=job_env(), capture_output=True, text=True, timeout=TIMEOUT, cwd=str(REPO))
+    except subprocess.TimeoutExpired:
+        pytest.fail("gather job hung")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    grads = torch.load(tmp_path / "grads.pt")
+    assert grads["ddp"].keys() == grads["single"].keys() and grads["ddp"]
+    for name, g in grads["single"].items():
+        torch.testing.assert_close(grads["ddp"][name], g, rtol=1e-4, atol=1e-6, msg=name)

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from conftest import BASE, assert_ok, assert_same_final, run_job
+from conan_train_test_harness import BASE, assert_ok, assert_same_final, run_job
 
 
 def _killed(proc) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conan_core.train.checkpoint import load_object, load_tensors
-from conftest import copy_run, run_cli
+from conan_train_test_harness import copy_run, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +73,22 @@ def test_weak_stage_on_two_ranks(trained_run, tmp_path):
     assert keys0 and keys1 and not keys0 & keys1  # the ranks read disjoint shares
     assert json.loads((out / "weak" / "DONE").read_text())["steps"] == 6
     assert (out / "weak" / "final" / "embedder.json").is_file()
+
+
+def test_pretrain_with_loader_workers_resumes_exactly(trained_run, tmp_path):
+    """RELIABILITY row 1 with num_workers=2: packed rows tokenised in two DataLoader workers."""
+    cfg, run, _ = trained_run
+    sets = ["--set", "data.num_workers=2", "--set", "pretrain.steps=12", "--set", "pretrain.checkpoint_every=4"]
+    ref = copy_run(run, tmp_path / "ref", ())
+    out = copy_run(run, tmp_path / "out", ())
+    _ok(run_cli(_args("pretrain", ref, *sets)))
+    killed = run_cli(_args("pretrain", out, *sets), fault="kill@step=7:micro=1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    refused = run_cli(_args("pretrain", out, "--set", "pretrain.steps=12", "--set", "pretrain.checkpoint_every=4"))
+    assert refused.returncode != 0 and "num_workers changed (2 -> 0)" in refused.stderr
+    _ok(run_cli(_args("pretrain", out, *sets)))
+    a = load_tensors(ref / "pretrain" / "final" / "model.safetensors")
+    b = load_tensors(out / "pretrain" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (ref / "pretrain" / "steps.jsonl").read_text().replace(str(ref), "RUN") == \
+        (out / "pretrain" / "steps.jsonl").read_text().replace(str(out), "RUN")

@@ -1,0 +1,140 @@
+"""The trainer's pretraining step against hand-written loops, measured in the same run.
+
+Three ways to take the same optimizer step on the same batch, from the same weights:
+
+* ``trainer``: :meth:`conan_core.train.loop.Trainer.train_step` on a
+  :class:`~conan_core.train.objectives.CausalLMObjective` (``ConanForCausalLM`` hidden states +
+  the chunked ``causal_lm`` loss) with everything the loop does per step: LR schedule, gradient
+  clipping, the non-finite guard and its (single-process) all-reduce, optimizer step;
+* ``hand``: a plain loop on the same model: ``model(ids, labels=...)`` (full logits + cross-entropy),
+  backward, clip, step;
+* ``llama``: the same plain loop on transformers' ``LlamaForCausalLM`` with the identical config and
+  weights (the anchor).
+
+Every row uses the same optimizer (the ``adamw`` factory, lr 1e-3 constant, weight decay 0.001).
+Before timing, the trainer's loss is checked against a float64 reference of the same model and
+against the anchor. Sizes: the ``tiny`` architecture, batch 8 x 128 (``CONAN_BENCH_FULL=1``: the
+``small`` architecture, 16 x 256). Stored in ``benchmark.extra_info``: best-of-N tokens/s of each
+row and ``ratio_vs_llama`` / ``ratio_vs_hand`` (trainer rate / anchor rate; target >= 1.0).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import torch
+
+from conan_core.model import ARCHITECTURES, ConanConfig, ConanForCausalLM
+from conan_core.model.llama import to_llama_config
+from conan_core.registries import REGISTRIES
+
+FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
+ARCH = ARCHITECTURES["small" if FULL else "tiny"]
+BATCH, LENGTH = (16, 256) if FULL else (8, 128)
+ROUNDS = 10 if FULL else 8
+
+
+class SameBatch:
+    """A trainer stream that returns one fixed batch (no data cost in the timing)."""
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    def next_batch(self) -> dict:
+        return self.batch
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+    def counters(self) -> dict:
+        return {}
+
+
+def make_batch() -> dict:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(7, ARCH["vocab_size"], (BATCH, LENGTH), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone(),
+            "keys": [], "tokens": BATCH * LENGTH}
+
+
+def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return REGISTRIES["optimizers"].build({"type": "adamw"}).build(model.named_parameters(), 1e-3, 0.001)
+
+
+def hand_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict):
+    def step() -> float:
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch["labels"]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
+
+
+def test_trainer_step_vs_hand_loops(benchmark, tmp_path):
+    from conan_core.train.loop import Trainer, TrainerOptions
+    from conan_core.train.objectives import CausalLMObjective
+
+    batch = make_batch()
+    torch.manual_seed(0)
+    config = ConanConfig(**ARCH)
+    ours = ConanForCausalLM(config).train()
+    hand = ConanForCausalLM(config).train()
+    hand.load_state_dict(ours.state_dict())
+    llama = __import__("transformers").LlamaForCausalLM(to_llama_config(config, attn_implementation="sdpa")).train()
+    llama.load_state_dict(ours.state_dict(), strict=True)
+
+    # correctness first: the trainer's loss on the untouched weights vs float64 and vs the anchor
+    objective = CausalLMObjective(ours, REGISTRIES["masks"].build({"type": "causal"}),
+                                  REGISTRIES["losses"].build({"type": "causal_lm"}))
+    ref = ConanForCausalLM(config).double()
+    ref.load_state_dict(ours.state_dict())
+    with torch.no_grad():
+        want = ref(input_ids=batch["input_ids"], labels=batch["labels"]).loss.item()
+        got = objective(batch, step=1, alpha=0.0)["loss"].item()
+        anchor = llama(input_ids=batch["input_ids"], labels=batch["labels"]).loss.item()
+    assert abs(got - want) < 1e-4 * max(1.0, abs(want)), (got, want)
+    assert abs(anchor - want) < 1e-4 * max(1.0, abs(want)), (anchor, want)
+
+    steps = 10 * ROUNDS + 10
+    opts = TrainerOptions(stage="bench", steps=steps, lr=1e-3, warmup_ratio=0.0, lr_decay="constant",
+                          weight_decay=0.001, max_grad_norm=1.0, checkpoint_every=steps, precision="fp32",
+                          progress=False, resume=False)
+    trainer = Trainer(objective, SameBatch(batch), opts, tmp_path / "bench")
+    counter = iter(range(1, steps + 1))
+    rows = {"trainer": lambda: trainer.train_step(next(counter)).loss,
+            "hand": hand_step(hand, optimizer_for(hand), batch),
+            "llama": hand_step(llama, optimizer_for(llama), batch)}
+    # the same function: equal losses on the first two steps (same weights, same optimizer)
+    for _ in range(2):
+        losses = {name: fn() for name, fn in rows.items()}
+        assert abs(losses["trainer"] - losses["llama"]) < 1e-3 * max(1.0, abs(losses["llama"])), losses
+        assert abs(losses["trainer"] - losses["hand"]) < 1e-3 * max(1.0, abs(losses["hand"])), losses
+
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(ROUNDS):  # interleaved: drift on a shared machine hits every row alike
+        for name, fn in rows.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    tokens = BATCH * LENGTH
+    best = {name: min(ts) for name, ts in times.items()}
+    rate = {name: tokens / t for name, t in best.items()}
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    benchmark.extra_info.update(
+        architecture="small" if FULL else "tiny", batch=[BATCH, LENGTH], threads=torch.get_num_threads(),
+        tokens_per_s=rate, best_s=best, medians_s=medians,
+        ratio_vs_llama=rate["trainer"] / rate["llama"], ratio_vs_hand=rate["trainer"] / rate["hand"],
+        ratio_of_medians_vs_llama=medians["llama"] / medians["trainer"])
+    print(f"\ntrain step {BATCH}x{LENGTH}: trainer {rate['trainer']:.0f} tok/s, hand {rate['hand']:.0f}, "
+          f"llama {rate['llama']:.0f} (x{rate['trainer'] / rate['llama']:.2f} vs llama, "
+          f"x{rate['trainer'] / rate['hand']:.2f} vs hand)")
+    benchmark.pedantic(rows["trainer"], rounds=ROUNDS, iterations=1, warmup_rounds=1)
