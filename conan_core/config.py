@@ -146,6 +146,8 @@ class RunConfig(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = Field(
+        "auto", description="under torchrun: auto = FSDP2 for >= 1e9 parameters on CUDA, else DDP")
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: dict[str, Any] = component_field("backbones", "conan")

@@ -68,12 +68,16 @@ def run_pipeline(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
     for stage in ("pretrain", "sft", "weak"):
         if stage in wanted and getattr(cfg, stage).enabled:
             summary["stages"][stage] = run_stage(cfg, stage, run_dir, resume=True, progress=progress)
+            if summary["stages"][stage].get("preempted"):
+                return _preempted(summary, stage)
 
     if "mine" in wanted and cfg.mine.enabled and cfg.supervised.enabled:
         summary["mine"] = mine_step(cfg, run_dir, progress=progress)
 
     if "supervised" in wanted and cfg.supervised.enabled:
         summary["stages"]["supervised"] = run_stage(cfg, "supervised", run_dir, resume=True, progress=progress)
+        if summary["stages"]["supervised"].get("preempted"):
+            return _preempted(summary, "supervised")
 
     if "eval" in wanted and cfg.eval.enabled:
         summary["eval"] = eval_step(cfg, run_dir)
@@ -86,6 +90,16 @@ def run_pipeline(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
         from conan_core.report import write_report
 
         write_report(cfg, run_dir, summary)
+    return summary
+
+
+def _preempted(summary: dict, stage: str) -> dict:
+    """SIGTERM: the stage committed a checkpoint and stopped; the next run resumes it."""
+    import sys
+
+    print(f"preempted during {stage}: a checkpoint is committed; re-run the same command to resume",
+          file=sys.stderr)
+    summary["preempted"] = stage
     return summary
 
 

@@ -140,7 +140,7 @@ class TrainerOptions:
                    keep_checkpoints=stage_cfg.keep_checkpoints, log_every=stage_cfg.log_every,
                    optimizer=dict(stage_cfg.optimizer), precision=run_cfg.precision,
                    # ``parallel`` is not a RunConfig field yet: auto (see distributed.wrap_model)
-                   parallel=getattr(run_cfg, "parallel", "auto"), **flags)
+                   parallel=run_cfg.parallel, **flags)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
