@@ -1,6 +1,7 @@
 # make demo  : set up .venv, then run the whole recipe on the tiny preset (CPU, bundled real data)
 # make test  : set up .venv, then run the test suite
-# make bench : set up .venv, then run the benchmarks (short mode; CONAN_BENCH_FULL=1 for full sizes)
+# make bench : set up .venv, run the benchmarks (short mode; CONAN_BENCH_FULL=1 for full sizes) and
+#              check their ratios against benchmarks/thresholds.json
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,7 +33,8 @@ test: setup
 
 bench: setup
 	mkdir -p .benchmarks
-	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only --benchmark-json=.benchmarks/latest.json
+	OMP_NUM_THREADS=1 $(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only --benchmark-json=.benchmarks/latest.json
+	$(PY) benchmarks/check_ratios.py .benchmarks/latest.json
 
 clean:
 	rm -rf $(VENV) runs .benchmarks

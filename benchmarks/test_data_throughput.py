@@ -173,6 +173,6 @@ def test_data_throughput_vs_tiny_model(setup, benchmark):
         })
         benchmark.pedantic(lambda: next(batches), rounds=20, iterations=1, warmup_rounds=2)
         print(f"\ndata {data_rate:,.0f} tok/s, tiny model {model_rate:,.0f} tok/s, ratio {ratio:.1f}x")
-        assert ratio >= 10.0, f"data pipeline only {ratio:.1f}x the tiny model's consumption (target 10x)"
+        # the floor is enforced on the saved ratio by benchmarks/check_ratios.py (thresholds.json)
     finally:
         torch.set_num_threads(threads)
