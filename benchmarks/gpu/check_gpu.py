@@ -116,7 +116,6 @@ def check_train(args, device: torch.device) -> None:
         except Exception as exc:  # a failing section must not hide the others
             traceback.print_exc()
             record(name, False, f"{type(exc).__name__}: {exc}"[:120])
-    del model, opt
 
 
 def check_faiss(args, device: torch.device) -> None:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -108,25 +107,20 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
     line); a bad line raises with file and line number."""
     if not path.is_file():
         raise ConanError(f"{path}: input file not found")
+    if path.suffix not in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as fh:
+            return [line.rstrip("\r\n") for line in fh]
+    from conan_core.jsonl import iter_jsonl
+
     texts = []
-    with path.open(encoding="utf-8") as fh:
-        if path.suffix in (".jsonl", ".json"):
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConanError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-                if isinstance(obj, str):
-                    texts.append(obj)
-                elif isinstance(obj, dict) and isinstance(obj.get(field), str):
-                    texts.append(obj[field])
-                else:
-                    raise ConanError(f"{path}:{lineno}: expected an object with a string field {field!r} "
-                                     "(use --field to pick another)")
+    for lineno, obj in iter_jsonl(path):
+        if isinstance(obj, str):
+            texts.append(obj)
+        elif isinstance(obj, dict) and isinstance(obj.get(field), str):
+            texts.append(obj[field])
         else:
-            texts = [line.rstrip("\r\n") for line in fh]
+            raise ConanError(f"{path}:{lineno}: expected an object with a string field {field!r} "
+                             "(use --field to pick another)")
     return texts
 
 

@@ -16,7 +16,6 @@ mistyped field, a duplicate id, a qrel naming an unknown query or document) rais
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,17 +89,12 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise MissingEvalDataError(f"{path}: evaluation file not found")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvalDataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise EvalDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    from conan_core.jsonl import iter_jsonl as _lines
+
+    for lineno, obj in _lines(path, error=EvalDataError):
+        if not isinstance(obj, dict):
+            raise EvalDataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def _field(obj: dict, name: str, kind: str, where: str, *, optional: bool = False) -> Any:

@@ -15,7 +15,6 @@ Normalisation policy (the tokenizer is lossless on every valid Unicode string):
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -80,19 +79,14 @@ def _texts_of_sample(sample: dict) -> Iterator[str]:
 
 
 def _iter_jsonl(path: Path) -> Iterator[str]:
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TokenizerDataError(f"{path}:{lineno}: invalid JSON ({exc.msg}); "
-                                         "each line must be an object with a 'text' field") from None
-            if isinstance(row, str):
-                yield row
-            elif isinstance(row, dict):
-                yield from _texts_of_sample(row)
+    """Texts of a JSONL file: string lines, or the text fields of object lines."""
+    from conan_core.jsonl import iter_jsonl
+
+    for _, row in iter_jsonl(path, error=TokenizerDataError):
+        if isinstance(row, str):
+            yield row
+        elif isinstance(row, dict):
+            yield from _texts_of_sample(row)
 
 
 def _iter_text_file(path: Path) -> Iterator[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -34,22 +33,17 @@ def read_parallel(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise ParallelDataError(f"{path}: parallel data file not found (JSONL lines "
                                 '{"lang": "de", "text": "...", "en": "..."})')
+    from conan_core.jsonl import iter_jsonl
+
     rows = []
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ParallelDataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ParallelDataError(f"{path}:{lineno}: expected an object, got {type(row).__name__}")
-            bad = [k for k in ("lang", "text", "en") if not isinstance(row.get(k), str) or not row[k].strip()]
-            if bad:
-                raise ParallelDataError(f"{path}:{lineno}: field(s) {bad} missing or not a non-empty "
-                                        'string; each line is {"lang": CODE, "text": TRANSLATION, "en": ENGLISH}')
-            rows.append(row)
+    for lineno, row in iter_jsonl(path, error=ParallelDataError):
+        if not isinstance(row, dict):
+            raise ParallelDataError(f"{path}:{lineno}: expected an object, got {type(row).__name__}")
+        bad = [k for k in ("lang", "text", "en") if not isinstance(row.get(k), str) or not row[k].strip()]
+        if bad:
+            raise ParallelDataError(f"{path}:{lineno}: field(s) {bad} missing or not a non-empty "
+                                    'string; each line is {"lang": CODE, "text": TRANSLATION, "en": ENGLISH}')
+        rows.append(row)
     return rows
 
 

@@ -39,7 +39,7 @@ def build(ctx: StageContext) -> StagePlan:
                                        supervised_pairs_loader)
     from conan_core.train.objectives import EmbeddingObjective
 
-    cfg, c, env = ctx.cfg, ctx.cfg.supervised, ctx.env
+    cfg, c = ctx.cfg, ctx.cfg.supervised
     model = start_model(ctx)
     h = hidden_size(model)
     pooler = REGISTRIES["poolers"].build(c.pooler, "supervised.pooler", hidden_size=h)

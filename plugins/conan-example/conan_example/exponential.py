@@ -11,19 +11,15 @@ import math
 
 from pydantic import Field
 
-from conan_core.registry import ComponentConfig
 from conan_core.schedules.base import MaskSchedule
 
 
 class ExponentialSchedule(MaskSchedule):
-    class Config(ComponentConfig):
+    class Config(MaskSchedule.Config):
         rate: float = Field(3.0, description="k: > 0 opens late, < 0 opens early; |k| < 1e-6 is linear")
-        total_steps: int | None = Field(None, gt=0, description="tau; None = the stage's step count")
 
-    def alpha(self, step: int, total_steps: int) -> float:
-        tau = self.config.total_steps or total_steps
-        if tau <= 0:
-            return 1.0
+    def alpha(self, step: int, total_steps: int | None = None) -> float:
+        tau = self.resolve_total(total_steps)  # config's total_steps, else the stage's step count
         frac = min(max(step / tau, 0.0), 1.0)
         k = self.config.rate
         if abs(k) < 1e-6:
