@@ -33,7 +33,8 @@ COLUMNS = [
 SHARED = ("data", "tokenizer", "pretrain", "sft")
 
 
-def run_ablation(config: str, *, seeds: int = 3, out: str | None = None, variants: list[str] | None = None,
+def run_ablation(config: str, *, seeds: int = 3, first_seed: int = 0, out: str | None = None,
+                 variants: list[str] | None = None,
                  overrides: list[str] | None = None, progress: bool = True) -> str:
     from conan_core.pipeline import run_pipeline
     from conan_core.registry import ConanError
@@ -45,7 +46,7 @@ def run_ablation(config: str, *, seeds: int = 3, out: str | None = None, variant
     base_cfg = load_config(config, overrides)
     root = Path(out or f"runs/ablate-{base_cfg.name}")
     results: dict[str, list[dict]] = {v: [] for v in names}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         seed_dir = root / f"seed{seed}"
         base = load_config(config, [*(overrides or []), f"seed={seed}", "eval.enabled=false",
                                     "export.enabled=false", "weak.enabled=false", "mine.enabled=false",

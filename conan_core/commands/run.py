@@ -24,7 +24,9 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("ablate", help="run the ablation grid over seeds and print a table like the paper's Table 4")
     p.add_argument("config", help="preset name or YAML path (the 'full' row)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="first seed (several processes can split a grid; a finished run is reused)")
     p.add_argument("--out", help="directory for all runs (default runs/ablate-<name>)")
     p.add_argument("--variants", help="comma list of variants (default: all); see `conan ablate --list`")
     p.add_argument("--list", action="store_true", help="list the variants and their overrides")
@@ -63,7 +65,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             print(f"{name:<14} {' '.join(overrides) or '(the preset as is)'}")
         return 0
     variants = args.variants.split(",") if args.variants else None
-    table = run_ablation(args.config, seeds=args.seeds, out=args.out, variants=variants,
+    table = run_ablation(args.config, seeds=args.seeds, first_seed=args.first_seed, out=args.out, variants=variants,
                          overrides=args.overrides, progress=not args.no_progress)
     print(table)
     return 0
