@@ -1,4 +1,4 @@
-"""The GPU check script runs end to end at toy sizes on CPU, so a GPU session can trust it."""
+"""The GPU check script runs end to end at toy sizes on CPU, so a run on a lent GPU can trust it."""
 
 import os
 import subprocess

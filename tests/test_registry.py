@@ -17,7 +17,7 @@ def toy(tmp_path, monkeypatch):
         IMPORTED = True
 
         class Base:
-            pass
+            """The toy kind's base class."""
 
         class Scale(Base):
             class Config(ComponentConfig):
@@ -40,7 +40,7 @@ def toy(tmp_path, monkeypatch):
                 x: int = 1
 
         class NoConfig(Base):
-            pass
+            """Subclasses the base but has no Config: the registry must refuse it."""
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
     from conan_core import registries

@@ -9,7 +9,7 @@
 3. ``encode``: ``Embedder.encode`` throughput (tokens/s) of a random-weight model in bf16.
 
 Prints one table. ``--smoke`` runs every section at toy sizes on CPU (what the test suite does), so
-the script is known to work before a GPU session spends minutes on it. Exit 1 when a check fails,
+the script is known to work before a GPU lease spends minutes on it. Exit 1 when a check fails,
 2 when CUDA is missing and ``--smoke`` is not given.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run HERE (a machine with PyPI access) before a GPU session: downloads the Python 3.12 x86-64
+# Run HERE (a machine with PyPI access) before using a lent GPU: downloads the Python 3.12 x86-64
 # wheels that conan_core needs and the lent GPU image lacks (it has torch, transformers,
 # sentencepiece, tokenizers, safetensors, numpy, pyyaml, tqdm, sentence-transformers) into .whl/,
 # which check.sh installs from. Then call the device tool with carry [".whl"].

@@ -1,12 +1,12 @@
-"""Atomic, verified checkpoints (docs/RUNDIR.md ``<stage>/checkpoints/step-XXXXXX``).
+"""Atomic, verified checkpoints (docs/RUNDIR.md ``<stage>/checkpoints/step-NNNNNN``).
 
 Commit protocol (a crash at any point leaves either the previous state or a new committed one):
 
-1. every file is written into ``step-XXXXXX.tmp/`` and fsynced (each rank writes its own
+1. every file is written into ``step-NNNNNN.tmp/`` and fsynced (each rank writes its own
    ``rank-RRRRR.pt``; rank 0 writes the shared files);
 2. all ranks meet at a barrier; rank 0 hashes every file (sha256) and writes ``MANIFEST.json``
    **last**, fsyncs it and the directory;
-3. rank 0 renames ``step-XXXXXX.tmp`` → ``step-XXXXXX`` and fsyncs the parent; old committed
+3. rank 0 renames ``step-NNNNNN.tmp`` → ``step-NNNNNN`` and fsyncs the parent; old committed
    checkpoints beyond ``keep`` are deleted.
 
 Loading scans committed directories newest first. A directory without ``MANIFEST.json`` (or any
@@ -127,7 +127,7 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ writing
     def begin(self, step: int) -> Path:
-        """Create ``step-XXXXXX.tmp/`` (fresh) and return it; every rank must call it."""
+        """Create ``step-NNNNNN.tmp/`` (fresh) and return it; every rank must call it."""
         tmp = self.root / (step_dir_name(step) + ".tmp")
         if self.rank == 0:
             if tmp.exists():
@@ -199,7 +199,7 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ finding
     def committed_steps(self) -> list[int]:
-        """Steps of directories named ``step-XXXXXX`` (committed or not), ascending."""
+        """Steps of directories named ``step-NNNNNN`` (committed or not), ascending."""
         if not self.root.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _STEP_RE.match(p.name)))
