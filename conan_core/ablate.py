@@ -51,7 +51,8 @@ def run_ablation(config: str, *, seeds: int = 3, first_seed: int = 0, out: str |
         base = load_config(config, [*(overrides or []), f"seed={seed}", "eval.enabled=false",
                                     "export.enabled=false", "weak.enabled=false", "mine.enabled=false",
                                     "supervised.enabled=false"])
-        run_pipeline(base, seed_dir / "base", progress=progress, stages=["data", "pretrain", "sft"])
+        if run_pipeline(base, seed_dir / "base", progress=progress, stages=["data", "pretrain", "sft"]).get("preempted"):
+            raise ConanError(f"ablation stopped: {seed_dir / 'base'} was preempted; re-run to resume")
         for name in names:
             cfg = load_config(config, [*(overrides or []), f"seed={seed}", "export.enabled=false",
                                        *VARIANTS[name]])
@@ -63,6 +64,9 @@ def run_ablation(config: str, *, seeds: int = 3, first_seed: int = 0, out: str |
                     link.symlink_to((seed_dir / "base" / part).resolve(), target_is_directory=True)
             summary = run_pipeline(cfg, run_dir, progress=progress,
                                    stages=["weak", "mine", "supervised", "eval", "report"])
+            if summary.get("preempted"):
+                raise ConanError(f"ablation stopped: {run_dir} was preempted during {summary['preempted']}; "
+                                 "re-run the same command to resume")
             results[name].append(summary.get("eval") or {})
     table = format_table(results)
     (root / "ablation.md").write_text(table + "\n", encoding="utf-8")
