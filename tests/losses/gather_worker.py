@@ -84,6 +84,9 @@ def main(out_dir: str) -> None:
         out["mismatch"] = str(exc)
 
     torch.save(out, Path(out_dir) / f"rank{r}.pt")
+    # meet before tearing gloo down: a rank that destroys its group while its peer still uses the
+    # connection makes the peer abort ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 

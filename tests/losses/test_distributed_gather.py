@@ -41,8 +41,10 @@ def run_torchrun(out: Path) -> tuple[int, str]:
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("gloo")
     code, log = run_torchrun(out)
-    if code != 0 and "address already in use" in log.lower():
-        # torchrun picks a free port, then binds it: another process may take it in between
+    if code != 0 and ("address already in use" in log.lower()
+                      or "terminate called without an active exception" in log):
+        # torchrun picks a free port, then binds it: another process may take it in between; and
+        # a gloo teardown race on a loaded machine can abort a rank at exit after its work is done
         code, log = run_torchrun(out)
     assert code == 0, log[-4000:]
     return [torch.load(out / f"rank{r}.pt") for r in range(gather_worker.WORLD)]
