@@ -36,8 +36,8 @@ SHARED = ("data", "tokenizer", "pretrain", "sft")
 def run_ablation(config: str, *, seeds: int = 3, first_seed: int = 0, out: str | None = None,
                  variants: list[str] | None = None,
                  overrides: list[str] | None = None, progress: bool = True) -> str:
+    from conan_core.errors import ConanError
     from conan_core.pipeline import run_pipeline
-    from conan_core.registry import ConanError
 
     names = variants or list(VARIANTS)
     unknown = [v for v in names if v not in VARIANTS]

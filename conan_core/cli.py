@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Sequence
 
-from conan_core.registry import ConanError, ConfigError
+from conan_core.errors import ConanError, ConfigError
 
 # Command modules, in the order they appear in --help.
 COMMAND_MODULES = (

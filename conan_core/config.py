@@ -21,15 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from conan_core.registry import (
-    ConanError,
-    ConfigError,
-    ConfigIssue,
-    close_matches,
-    component_field,
-    nested_kind,
-    pydantic_issues,
-)
+from conan_core.errors import ConanError, ConfigError, ConfigIssue, close_matches
+from conan_core.registry import component_field, nested_kind, pydantic_issues
 
 PRESET_PACKAGE = "conan_core.presets"
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 #: Stages that can provide an embedder, most trained first (Embedder.load on a run picks the first done).
 STAGE_ORDER = ("supervised", "weak", "sft", "pretrain")

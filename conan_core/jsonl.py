@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 def iter_jsonl(path: str | Path, *, error: type[Exception] = ConanError) -> Iterator[tuple[int, Any]]:

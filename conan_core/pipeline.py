@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conan_core.config import STAGES, RunConfig, dump_config, resolve
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 class RunDirMismatch(ConanError):

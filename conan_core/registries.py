@@ -88,7 +88,7 @@ def registry(kind: str) -> Registry:
     try:
         return REGISTRIES[kind]
     except KeyError:
-        from conan_core.registry import ConfigIssue, UnknownKeyError, close_matches
+        from conan_core.errors import ConfigIssue, UnknownKeyError, close_matches
 
         raise UnknownKeyError([ConfigIssue("kind", "unknown registry kind", kind,
                                            close_matches(kind, REGISTRIES), sorted(REGISTRIES))]) from None

@@ -18,14 +18,22 @@ by their parent with ``REGISTRIES[kind].build(spec, ...)``.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Generic, Iterable, Mapping, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from conan_core.errors import (  # noqa: F401  (re-exported)
+    ConanError,
+    ConfigError,
+    ConfigIssue,
+    PluginError,
+    UnknownKeyError,
+    close_matches,
+)
 
 T = TypeVar("T")
 
@@ -61,56 +69,8 @@ def nested_kind(field_info: Any) -> str | None:
 
 
 # ----------------------------------------------------------------------------- errors
-
-@dataclass
-class ConfigIssue:
-    """One problem in a config: where (dotted path), what, the value, and hints."""
-
-    path: str
-    message: str
-    value: Any = None
-    suggestions: list[str] = field(default_factory=list)
-    valid: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        text = f"{self.path or '<root>'}: {self.message}"
-        if self.value is not None:
-            text += f" (got {self.value!r})"
-        if self.suggestions:
-            text += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
-        if self.valid:
-            text += "; valid: " + ", ".join(self.valid)
-        return text
-
-
-class ConanError(Exception):
-    """Base of conan_core's user-facing errors (printed without a traceback by the CLI)."""
-
-
-class ConfigError(ConanError, ValueError):
-    """A config is invalid. ``issues`` lists every problem found, each with its path."""
-
-    def __init__(self, issues: list[ConfigIssue], source: str | None = None):
-        self.issues = list(issues)
-        self.source = source
-        head = f"{len(self.issues)} config error(s)" + (f" in {source}" if source else "")
-        super().__init__(head + ":\n" + "\n".join(f"  - {i}" for i in self.issues))
-
-
-class UnknownKeyError(ConfigError, KeyError):
-    """A registry key that does not exist."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
-
-
-class PluginError(ConanError, ImportError):
-    """A plugin key that exists but is broken (import failed, collision, wrong base class)."""
-
-
-def close_matches(word: str, options: Iterable[str], n: int = 3) -> list[str]:
-    return difflib.get_close_matches(str(word), list(options), n=n, cutoff=0.5)
-
+# The error types live in conan_core.errors; they are re-exported here for plugins written
+# against the first release (``from conan_core.registry import ConanError``).
 
 def _loc_to_path(prefix: str, loc: tuple) -> str:
     parts = [prefix] if prefix else []

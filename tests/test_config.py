@@ -12,7 +12,7 @@ from conan_core.config import (
     resolve,
     validate_dict,
 )
-from conan_core.registry import ConfigError
+from conan_core.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", preset_names())

@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from conan_core import Embedder
 from conan_core.embedder import EmbedderLoadError, format_query, resolve_model_dir
+from conan_core.errors import ConanError
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConanError
 
 _spec = importlib.util.spec_from_file_location("tiny_run", Path(__file__).with_name("tiny_run.py"))
 tiny_run = importlib.util.module_from_spec(_spec)

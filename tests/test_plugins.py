@@ -81,7 +81,7 @@ def test_broken_plugin_is_isolated(site):
 def test_broken_plugin_error_has_cause(site, monkeypatch):
     code = textwrap.dedent('''
         from conan_core.registries import REGISTRIES
-        from conan_core.registry import PluginError
+        from conan_core.errors import PluginError
         try:
             REGISTRIES["mask_schedules"].get("acme/broken")
         except PluginError as exc:

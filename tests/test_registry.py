@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-from conan_core.registry import ConfigError, PluginError, Registry, UnknownKeyError
+from conan_core.errors import ConfigError, PluginError, UnknownKeyError
+from conan_core.registry import Registry
 
 
 @pytest.fixture

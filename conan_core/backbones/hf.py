@@ -17,7 +17,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from conan_core.backbones.base import Backbone
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.errors import ConanError
+from conan_core.registry import ComponentConfig
 
 
 class MaskIgnoredError(ConanError, RuntimeError):

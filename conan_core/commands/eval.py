@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 def add_commands(subparsers) -> None:

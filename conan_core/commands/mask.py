@@ -71,8 +71,8 @@ def make_context(args: argparse.Namespace, alpha: float):
     """A one-sequence :class:`MaskContext` from --length / --seq-len / --segments."""
     import torch
 
+    from conan_core.errors import ConanError
     from conan_core.masks.base import MaskContext
-    from conan_core.registry import ConanError
 
     if args.length < 1:
         raise ConanError(f"--length must be >= 1, got {args.length}")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 def add_commands(sub) -> None:

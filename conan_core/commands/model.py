@@ -50,9 +50,9 @@ def resolve_target(target: str, vocab_size: int | None = None,
     backbone and ``tokenizer.vocab_size``); otherwise ``target`` must be an ``ARCHITECTURES`` name,
     which becomes a ``conan`` backbone of those sizes (``architecture=True`` skips the run config).
     """
+    from conan_core.errors import ConanError, ConfigError, close_matches
     from conan_core.model.sizes import ARCHITECTURES
     from conan_core.registries import REGISTRIES
-    from conan_core.registry import ConanError, ConfigError, close_matches
 
     try:
         from conan_core.config import load_config

@@ -28,7 +28,7 @@ import random
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 #: RECIPE §6 / paper Table 7 language shares in percent (they sum to 106 as printed).
 PAPER_LANG_SHARES: dict[str, float] = {

@@ -40,7 +40,7 @@ import math
 import re
 from typing import Any, Literal, Mapping
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 Kind = Literal["text", "pairs", "sts"]
 KINDS: tuple[str, ...] = ("text", "pairs", "sts")

@@ -10,7 +10,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from pydantic import Field
 
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.errors import ConanError
+from conan_core.registry import ComponentConfig
 
 EncodeFn = Callable[[list[str]], np.ndarray]
 

@@ -32,7 +32,7 @@ class ClassificationEvaluator(Evaluator):
     def __init__(self, config: Config, **runtime):
         super().__init__(config, **runtime)
         if "{label}" not in config.label_template:
-            from conan_core.registry import ConfigError, ConfigIssue
+            from conan_core.errors import ConfigError, ConfigIssue
 
             raise ConfigError([ConfigIssue("label_template", "must contain {label}", config.label_template)])
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 class EvalDataError(ConanError, ValueError):

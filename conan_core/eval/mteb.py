@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 #: task type -> instruction (used for queries, and for every text of symmetric tasks)
 TASK_TYPE_INSTRUCTIONS: dict[str, str] = {

@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 #: conan pooler key -> sentence-transformers Pooling mode, where the two compute the same thing
 ST_POOLING_MODES = {"mean": "mean", "last_token": "lasttoken", "first_token": "cls", "weighted_mean": "weightedmean"}

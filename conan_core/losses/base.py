@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.errors import ConanError
+from conan_core.registry import ComponentConfig
 
 
 @dataclass

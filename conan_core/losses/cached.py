@@ -8,8 +8,9 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from pydantic import Field
 
+from conan_core.errors import ConanError
 from conan_core.losses.base import Loss, LossInputError, LossOutput
-from conan_core.registry import ComponentConfig, ConanError, component_field
+from conan_core.registry import ComponentConfig, component_field
 
 Inputs = Mapping[str, Any] | torch.Tensor
 

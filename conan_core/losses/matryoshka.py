@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
+from conan_core.errors import ConanError
 from conan_core.losses.base import Loss, LossInputError, LossOutput
-from conan_core.registry import ComponentConfig, ConanError, component_field
+from conan_core.registry import ComponentConfig, component_field
 
 PAPER_DIMS = [256, 512, 1024, 1536, 2048, 3072, 3584]
 

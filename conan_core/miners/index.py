@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 

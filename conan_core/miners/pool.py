@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 POOL_FORMAT = "conan_core.candidate_pool"
 POOL_VERSION = 1

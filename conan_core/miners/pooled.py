@@ -34,18 +34,19 @@ Counters that depend on the pool (``excluded_*``, ``short_pools``) cover the exa
 from __future__ import annotations
 
 import hashlib
-from abc import abstractmethod
-from collections import deque
 import math
 import random
+from abc import abstractmethod
+from collections import deque
 from typing import Any, Literal, Mapping, Sequence
 
 import torch
 from pydantic import Field
 
+from conan_core.errors import ConanError
 from conan_core.miners.base import Miner, as_example_ids
 from conan_core.miners.pool import Candidate, CandidatePool, normalize_text
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.registry import ComponentConfig
 
 HIST_BINS = 40
 HIST_RANGE = (-1.0, 1.0)

@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 class ModelConfigError(ConanError, ValueError):

@@ -32,7 +32,7 @@ def to_llama_config(config: ConanConfig, **overrides: Any):
 def from_llama_config(llama_config: Any, **overrides: Any) -> ConanConfig:
     """A :class:`ConanConfig` with the architecture of a ``LlamaConfig`` (biases must be off)."""
     if getattr(llama_config, "attention_bias", False) or getattr(llama_config, "mlp_bias", False):
-        from conan_core.registry import ConanError
+        from conan_core.errors import ConanError
 
         raise ConanError("this Llama config uses attention/MLP biases, which the Conan block has not")
     rope_theta = getattr(llama_config, "rope_theta", None)

@@ -22,10 +22,10 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
+from conan_core.errors import ConanError
 from conan_core.model.block import ConanBlock
 from conan_core.model.configuration import ConanConfig
 from conan_core.model.rope import default_position_ids, rope_tables
-from conan_core.registry import ConanError
 
 # transformers >= 5 maps tied parameters {target: source}; 4.x lists the targets
 _TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])

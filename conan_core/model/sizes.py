@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # runs a whole pipeline on a laptop CPU in minutes
@@ -57,7 +57,7 @@ def resolve_architecture(arch: Any) -> dict[str, Any]:
     ``to_dict()`` (``ConanConfig``) -> a dict of fields."""
     if isinstance(arch, str):
         if arch not in ARCHITECTURES:
-            from conan_core.registry import close_matches
+            from conan_core.errors import close_matches
 
             near = close_matches(arch, ARCHITECTURES)
             raise ConanError(f"unknown architecture {arch!r}"

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.errors import ConanError
+from conan_core.registry import ComponentConfig
 
 
 class PoolerInputError(ConanError, ValueError):

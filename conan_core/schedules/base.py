@@ -11,7 +11,8 @@ from abc import ABC, abstractmethod
 
 from pydantic import Field
 
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.errors import ConanError
+from conan_core.registry import ComponentConfig
 
 
 class MaskSchedule(ABC):

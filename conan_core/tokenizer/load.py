@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 from conan_core.tokenizer.train import SPM_FILE
 
 

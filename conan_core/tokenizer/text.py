@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 #: Control tokens, ids 0..3 in every conan tokenizer.
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"

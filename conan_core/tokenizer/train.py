@@ -41,9 +41,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from conan_core.registry import ConanError
-from conan_core.tokenizer.text import (BOS, EOS, MARKERS, PAD, UNK, iter_texts, reservoir_sample,
-                                       split_long)
+from conan_core.errors import ConanError
+from conan_core.tokenizer.text import BOS, EOS, MARKERS, PAD, UNK, iter_texts, reservoir_sample, split_long
 
 log = logging.getLogger(__name__)
 

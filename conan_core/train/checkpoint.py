@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 log = logging.getLogger("conan_core.train")
 

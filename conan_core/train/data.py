@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 DEFAULT_DIRS = {"pretrain": ("text_shards", "pretrain"), "sft": ("pair_shards", "sft"),
                 "weak": ("pair_shards", "sft"), "supervised": ("pair_shards", "supervised"),

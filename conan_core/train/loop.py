@@ -47,7 +47,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 from conan_core.train import distributed as D
 from conan_core.train.checkpoint import CheckpointError, CheckpointManager, load_object, load_tensors
 from conan_core.train.faults import FaultInjector

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 from conan_core.train.data import data_root
 
 log = logging.getLogger("conan_core.train")

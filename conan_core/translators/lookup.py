@@ -8,7 +8,8 @@ from typing import Iterable, Mapping
 
 from pydantic import Field
 
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.errors import ConanError
+from conan_core.registry import ComponentConfig
 from conan_core.translators.base import Translator
 
 

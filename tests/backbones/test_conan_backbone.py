@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from conan_core.errors import ConfigError
 from conan_core.model import ARCHITECTURES, ConanForCausalLM
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConfigError
 
 
 def test_defaults_are_the_tiny_architecture():

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conan_core.backbones.hf import HFDecoder, MaskIgnoredError, check_mask_reaches_attention, verify_mask_effect
+from conan_core.errors import ConanError
 from conan_core.model import ConanForCausalLM
 from conan_core.model.llama import from_llama_config
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConanError
 
 
 def masks():

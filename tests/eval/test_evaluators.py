@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from conan_core.errors import ConfigError
 from conan_core.eval.bm25 import BM25Index, bm25_tokenize
 from conan_core.eval.data import MissingEvalDataError, load_retrieval
 from conan_core.eval.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from conan_core.eval.report import evaluate_all, format_table, read_metrics, write_metrics
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConfigError
 
 DIM = 512
 
@@ -159,7 +159,7 @@ def test_classification_as_retrieval(eval_root):
 
 def test_bad_encoder_output_is_reported(eval_root):
     evaluator = REGISTRIES["evaluators"].build({"type": "sts"})
-    from conan_core.registry import ConanError
+    from conan_core.errors import ConanError
 
     with pytest.raises(ConanError, match="shape"):
         evaluator.evaluate(lambda texts: np.zeros((len(texts) + 1, 4)), eval_root)

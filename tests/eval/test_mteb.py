@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
+from conan_core.errors import ConanError
 from conan_core.eval.mteb import MTEBEncoder, texts_of
-from conan_core.registry import ConanError
 
 
 class PromptTypeV2(str, enum.Enum):

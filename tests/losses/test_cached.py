@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from conan_core.errors import ConanError
 from conan_core.losses.base import LossInputError
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConanError
 
 
 class Encoder(nn.Module):

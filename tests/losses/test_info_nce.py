@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
+import loss_oracle as ref
 import pytest
 import torch
 
+from conan_core.errors import ConfigError
 from conan_core.losses.base import LossInputError
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConfigError
-
-import loss_oracle as ref
 
 
 def build(**fields):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import loss_oracle as ref
 import pytest
 import torch
 
+from conan_core.errors import ConanError, ConfigError
 from conan_core.losses.base import LossInputError
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConanError, ConfigError
-
-import loss_oracle as ref
 
 
 def build(**fields):

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from conan_core.commands.mask import add_commands
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from conan_core.errors import ConfigError
 from conan_core.masks.base import MaskContext
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConfigError
 
 MASKS = REGISTRIES["masks"]
 

@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
+from conan_core.errors import ConfigError
 from conan_core.miners.dynamic_v2 import DynamicV2Miner, v2_should_replace
 from conan_core.miners.pool import Candidate, CandidatePool
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConfigError
 
 NAN = float("nan")
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conan_core.commands.mine import add_commands, read_corpus, read_queries, run_mine
+from conan_core.errors import ConanError
 from conan_core.miners.mining import mine_pool
 from conan_core.miners.pool import CandidatePool, normalize_text
-from conan_core.registry import ConanError
 
 DIM = 64
 

@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
+from model_reference import all_masks, block_reference, build_mask, context, tiny_config
 from torch.nn import functional as F
 
+from conan_core.errors import ConanError
 from conan_core.model import ConanConfig, ConanForCausalLM, ConanModel, ModelConfigError
-from conan_core.registry import ConanError
-
-from model_reference import all_masks, block_reference, build_mask, context, tiny_config
 
 
 @pytest.fixture
@@ -219,7 +218,7 @@ def test_errors_name_the_problem(lm):
         ConanConfig(num_attention_heads=4, num_key_value_heads=3)
     with pytest.raises(ModelConfigError, match="even"):
         ConanConfig(head_dim=15)
-    from conan_core.registry import UnknownKeyError
+    from conan_core.errors import UnknownKeyError
 
     with pytest.raises(UnknownKeyError, match="attention_backend"):
         ConanModel(tiny_config(attention_backend="sdpaa"))

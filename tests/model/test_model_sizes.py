@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from conan_core.errors import ConanError
 from conan_core.model import ARCHITECTURES, ConanConfig, ConanForCausalLM, count_parameters, memory_plan
 from conan_core.model.sizes import format_bytes, parameter_breakdown
-from conan_core.registry import ConanError
 
 PAPER_PARAMETERS = 1503e6  # RECIPE.md §1: embedding 537.6M + 8 blocks ~962M, no LM head
 

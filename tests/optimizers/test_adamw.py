@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from conan_core.errors import ConfigError
 from conan_core.optimizers.base import param_category, split_decay_groups
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConfigError
 
 
 class Net(nn.Module):

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from conan_core.errors import ConanError, ConfigError
 from conan_core.registries import REGISTRIES
-from conan_core.registry import ConanError, ConfigError
 
 SCHEDULES = REGISTRIES["mask_schedules"]
 RAMPS = ["linear", "accelerating", "decelerating", "cosine", "step"]

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 
-
 pytestmark = pytest.mark.slow
 
 def losses(run, stage):
@@ -78,7 +77,7 @@ def test_embedder_loads_the_result(trained):
 
 
 def test_later_stage_needs_the_earlier_one(trained, tmp_path):
-    from conan_core.registry import ConanError
+    from conan_core.errors import ConanError
     from conan_core.train.stages import run_stage
 
     cfg, run, _ = trained

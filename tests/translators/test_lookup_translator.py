@@ -67,7 +67,7 @@ def test_bad_files(tmp_path):
 
 
 def test_config_is_strict(parallel):
-    from conan_core.registry import ConfigError
+    from conan_core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="normalise"):
         REGISTRIES["translators"].build({"type": "lookup", "path": str(parallel), "normalise": True})

@@ -8,9 +8,10 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
+from conan_core.errors import ConanError
 from conan_core.masks.base import Mask, MaskContext
 from conan_core.ops.attention.base import AttentionBackend
-from conan_core.registry import ComponentConfig, ConanError
+from conan_core.registry import ComponentConfig
 
 
 class FlexUnavailableError(ConanError, RuntimeError):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from conan_core.config import STAGES
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 
 def _builders() -> dict:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from conan_core.config import STAGES
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 from conan_core.train import distributed as D
 
 log = logging.getLogger("conan_core.train")
@@ -109,9 +109,9 @@ def start_model(ctx: StageContext) -> nn.Module:
 
 def load_final_model(backbone: Any, final_dir: Path, vocab: int) -> nn.Module:
     """The model saved in ``final_dir`` (float32, CPU), in the same wrapper ``backbone.build`` makes."""
-    import conan_core.model  # noqa: F401  (registers model_type "conan" with the Auto classes)
     from transformers import AutoModelForCausalLM
 
+    import conan_core.model  # noqa: F401  (registers model_type "conan" with the Auto classes)
     from conan_core.backbones.hf import HFDecoder
     from conan_core.embedder import quiet_transformers
 

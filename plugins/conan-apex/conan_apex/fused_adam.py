@@ -7,9 +7,9 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
+from conan_apex.requirements import import_apex_attr
 from conan_core.optimizers.base import CATEGORIES, OptimizerFactory, split_decay_groups
 from conan_core.registry import ComponentConfig
-from conan_apex.requirements import import_apex_attr
 
 
 class FusedAdam(OptimizerFactory):
@@ -48,7 +48,7 @@ class FusedAdam(OptimizerFactory):
             raise ValueError("the optimizer got no trainable parameters (all have requires_grad=False?)")
         devices = {p.device.type for g in groups for p in g["params"]}
         if devices != {"cuda"}:
-            from conan_core.registry import ConanError
+            from conan_core.errors import ConanError
 
             raise ConanError(f"apex/fused_adam needs every parameter on CUDA, found {sorted(devices)}; "
                              "use the core 'adamw' optimizer on other devices")

@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from conan_core.registry import ConanError
+from conan_core.errors import ConanError
 
 BUILD_COMMAND = (
     "git clone https://github.com/NVIDIA/apex && cd apex && "

@@ -6,18 +6,19 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
-
-from conan_core.ops.norms.base import NormFactory, rms_norm_reference
-from conan_core.optimizers.base import OptimizerFactory
-from conan_core.registry import ComponentConfig, ConanError, _import_target
 from conan_apex.fused_adam import FusedAdam
 from conan_apex.fused_rmsnorm import FusedRMSNorm
 from conan_apex.requirements import ApexMissingError
+
+from conan_core.errors import ConanError
+from conan_core.ops.norms.base import NormFactory, rms_norm_reference
+from conan_core.optimizers.base import OptimizerFactory
+from conan_core.registry import ComponentConfig, _import_target
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]
 HAVE_APEX = importlib.util.find_spec("apex") is not None
