@@ -36,7 +36,7 @@ SHARED = ("data", "tokenizer", "pretrain", "sft")
 def run_ablation(config: str, *, seeds: int = 3, first_seed: int = 0, out: str | None = None,
                  variants: list[str] | None = None,
                  overrides: list[str] | None = None, progress: bool = True) -> str:
-    from conan_core.errors import ConanError
+    from conan_core.errors import ConanError, PreemptedError
     from conan_core.pipeline import run_pipeline
 
     names = variants or list(VARIANTS)
@@ -52,7 +52,7 @@ def run_ablation(config: str, *, seeds: int = 3, first_seed: int = 0, out: str |
                                     "export.enabled=false", "weak.enabled=false", "mine.enabled=false",
                                     "supervised.enabled=false"])
         if run_pipeline(base, seed_dir / "base", progress=progress, stages=["data", "pretrain", "sft"]).get("preempted"):
-            raise ConanError(f"ablation stopped: {seed_dir / 'base'} was preempted; re-run to resume")
+            raise PreemptedError(f"ablation stopped: {seed_dir / 'base'} was preempted; re-run to resume")
         for name in names:
             cfg = load_config(config, [*(overrides or []), f"seed={seed}", "export.enabled=false",
                                        *VARIANTS[name]])
@@ -65,7 +65,7 @@ def run_ablation(config: str, *, seeds: int = 3, first_seed: int = 0, out: str |
             summary = run_pipeline(cfg, run_dir, progress=progress,
                                    stages=["weak", "mine", "supervised", "eval", "report"])
             if summary.get("preempted"):
-                raise ConanError(f"ablation stopped: {run_dir} was preempted during {summary['preempted']}; "
+                raise PreemptedError(f"ablation stopped: {run_dir} was preempted during {summary['preempted']}; "
                                  "re-run the same command to resume")
             results[name].append(summary.get("eval") or {})
     table = format_table(results)

@@ -9,12 +9,13 @@ User errors (``ConanError``) print to stderr without a traceback unless ``--debu
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import sys
 from typing import Sequence
 
-from conan_core.errors import ConanError, ConfigError
+from conan_core.errors import EXIT_CODES, ConanError, ConfigError, StorageError
 
 # Command modules, in the order they appear in --help.
 COMMAND_MODULES = (
@@ -41,7 +42,9 @@ def _import_command_module(name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="conan", description="Train text embedders the Conan-embedding-v2 way.")
+        prog="conan", description="Train text embedders the Conan-embedding-v2 way.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items()))
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -144,7 +147,7 @@ def cmd_validate(args) -> int:
     cfg, issues = validate_dict(raw, source)
     if issues:
         print(str(ConfigError(issues, source)), file=sys.stderr)
-        return 1
+        return ConfigError.exit_code
     if args.print_resolved:
         import yaml
 
@@ -163,6 +166,7 @@ def cmd_schema(args) -> int:
 # ----------------------------------------------------------------------------- entry point
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``conan`` command; returns its exit code (:data:`conan_core.errors.EXIT_CODES`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -176,10 +180,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"conan: error: {exc}", file=sys.stderr)
-        return 1
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         print("conan: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # storage failures of any layer get a message, not a traceback
+        message = storage_message(exc)
+        if message is None or debug:
+            raise
+        print(f"conan: error: {message}", file=sys.stderr)
+        return StorageError.exit_code
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                   errno.EPERM: "operation not permitted", errno.EIO: "write failed (I/O error)"}
+
+
+def storage_message(exc: BaseException) -> str | None:
+    """A one-paragraph message for a write that failed for lack of space or permission, whichever
+    layer raised it (:func:`conan_core.fsio.storage_errno`), naming the path when any layer knew
+    it; None for any other exception."""
+    from conan_core.fsio import storage_errno
+
+    code = storage_errno(exc)
+    path = None
+    seen: BaseException | None = exc
+    while seen is not None and path is None:
+        path = seen.filename if isinstance(seen, OSError) else None
+        seen = seen.__cause__ or seen.__context__
+    if code not in _STORAGE_ERRNOS:
+        return None
+    where = f": {path}" if path else ""
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        advice = ("Free space (or point --out / the run directory at a larger disk) and re-run the same "
+                  "command: checkpoints are committed atomically, so the run resumes from the last one.")
+    else:
+        advice = ("Point --out (or the run directory) at a writable location, or fix the directory's "
+                  "permissions, then re-run the same command.")
+    return f"{_STORAGE_ERRNOS[code]}{where}. {advice} ({type(exc).__name__}: {exc})"
 
 
 if __name__ == "__main__":

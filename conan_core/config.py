@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from conan_core.errors import ConanError, ConfigError, ConfigIssue, close_matches
 from conan_core.registry import component_field, nested_kind, pydantic_issues
@@ -70,6 +70,14 @@ class StageConfig(Section):
     optimizer: dict[str, Any] = component_field("optimizers", "adamw")
     source: dict[str, Any] | None = component_field("sources", None, description="defaults to the demo data of the stage")
     mask: dict[str, Any] = component_field("masks", "causal")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_of_enabled_stage(cls, value: int, info: ValidationInfo) -> int:
+        # an enabled stage of 0 steps would divide by zero in its LR and mask schedules
+        if value < 1 and info.data.get("enabled", True):
+            raise ValueError("an enabled stage needs at least 1 step; set enabled: false to skip the stage")
+        return value
 
 
 class PretrainConfig(StageConfig):
@@ -242,13 +250,21 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files(PRESET_PACKAGE).iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml(name_or_path: str | Path) -> tuple[dict, str]:
-    """Raw dict and a source label from a preset name or a YAML path (``extends:`` supported)."""
+def read_yaml(name_or_path: str | Path, _chain: tuple[str, ...] = ()) -> tuple[dict, str]:
+    """Raw dict and a source label from a preset name or a YAML path (``extends:`` supported, and
+    checked for cycles)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
-            raise ConfigError([ConfigIssue("", "config file not found", str(path))], str(path))
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        if not path.is_file():
+            raise ConfigError([ConfigIssue("", "config file not found" if not path.exists() else
+                                           "not a file", str(path))], str(path))
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError([ConfigIssue("", f"not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r} at "
+                                           f"offset {exc.start} cannot be decoded; save the file as UTF-8")],
+                              source) from None
     else:
         names = preset_names()
         if str(name_or_path) not in names:
@@ -256,12 +272,20 @@ def read_yaml(name_or_path: str | Path) -> tuple[dict, str]:
                                            close_matches(str(name_or_path), names), names)])
         text = resources.files(PRESET_PACKAGE).joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
         source = f"preset {name_or_path}"
+    identity = str(path.resolve()) if source == str(path) else source
+    if identity in _chain:
+        loop = " -> ".join([*_chain, identity])
+        raise ConfigError([ConfigIssue("extends", f"extends itself in a cycle ({loop}); remove one of the "
+                                                  "extends: lines")], source)
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}")], source) from None
     if isinstance(raw, dict) and "extends" in raw:
-        base, _ = read_yaml(raw.pop("extends"))
+        parent = raw.pop("extends")
+        if not isinstance(parent, (str, Path)):
+            raise ConfigError([ConfigIssue("extends", "expected a preset name or a YAML path", parent)], source)
+        base, _ = read_yaml(parent, (*_chain, identity))
         raw = deep_merge(base, raw)
     return raw, source
 
@@ -388,9 +412,6 @@ def resolve(cfg: RunConfig) -> dict:
 
 def dump_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically); loading it back gives an equal config."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(resolve(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from conan_core.fsio import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(resolve(cfg), sort_keys=False, allow_unicode=True))

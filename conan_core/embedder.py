@@ -267,6 +267,10 @@ class Embedder:
             raise EmbedderLoadError(f"{model_dir}: pooler {settings.pooler['type']!r} has weights but "
                                     f"{POOLER_WEIGHTS} is missing")
         pooler.to(torch.float32)
+        from conan_core.model.finite import require_finite
+
+        require_finite(model, model_dir, what="Embedder.load")  # NaN weights would encode NaN silently
+        require_finite(pooler, model_dir, what="Embedder.load")
         return cls(model, tokenizer, pooler, settings, device=device, dtype=dtype, source=model_dir)
 
     def save(self, out_dir: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """conan_core's user-facing error types (printed without a traceback by the CLI).
 
-Kept free of heavy imports (no pydantic, no torch) so any module can raise them. Exit codes: the
-CLI maps each family to its own code (see :data:`EXIT_CODES` and ``conan --help``).
+Kept free of heavy imports (no pydantic, no torch) so any module can raise them. Each family has
+its own process exit code (``exit_code``), listed in :data:`EXIT_CODES` and by ``conan --help``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,21 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
+
+#: the ``conan`` command's exit codes (also printed by ``conan --help``)
+EXIT_CODES = {
+    0: "success",
+    1: "error (the message says what and how to fix it)",
+    2: "invalid config, command line or plugin",
+    3: "bad input data (the file, line or sample is named)",
+    4: "storage: disk full, read-only or permission denied (the path is named)",
+    5: "non-finite loss or weights (training stopped before marking anything done)",
+    6: "the run directory is locked by another process (its pid and command are named)",
+    7: "a checkpoint file was refused as unsafe to load",
+    75: "preempted (SIGTERM): a checkpoint is committed; re-run the same command to resume",
+    130: "interrupted (Ctrl-C): re-run the printed command to resume",
+}
+PREEMPTED_EXIT = 75
 
 
 @dataclass
@@ -55,6 +70,24 @@ class UnknownKeyError(ConfigError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
+
+
+class DataError(ConanError, ValueError):
+    """Bad input data; the message names the file, line or sample key."""
+
+    exit_code = 3
+
+
+class StorageError(ConanError):
+    """A write failed for lack of space or permission (the message names the path)."""
+
+    exit_code = 4
+
+
+class PreemptedError(ConanError):
+    """Work stopped on SIGTERM after committing its state; the same command resumes it."""
+
+    exit_code = PREEMPTED_EXIT
 
 
 class PluginError(ConanError, ImportError):

@@ -13,61 +13,66 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conan_core.config import STAGES, RunConfig, dump_config, resolve
+from conan_core.config import STAGES, RunConfig, dump_config
 from conan_core.errors import ConanError
+from conan_core.fsio import atomic_write_json
+from conan_core.rundir import RunLock, check_run_dir
+
+#: the steps of `conan run`, in order (`--stages` takes a comma list of them)
+STEPS = ("data", *STAGES, "mine", "eval", "export", "report")
 
 
-class RunDirMismatch(ConanError):
-    """The run directory holds a run with a different config."""
+def check_steps(steps: list[str] | None) -> list[str]:
+    """``steps`` when every name is a step of :data:`STEPS`, else :class:`ConanError` with a suggestion."""
+    if steps is None:
+        return list(STEPS)
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        from conan_core.errors import close_matches
 
-
-def check_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse to resume a run directory whose resolved config differs (names the changed fields)."""
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return
-    old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    new = json.loads(json.dumps(resolve(cfg)))
-    diffs = list(_diff(old, new, ""))
-    if diffs:
-        shown = "; ".join(f"{p}: {a!r} -> {b!r}" for p, a, b in diffs[:8])
-        raise RunDirMismatch(
-            f"{run_dir} holds a run with another config ({shown}). Use a new --out directory, "
-            "or delete the old one to start over.")
-
-
-def _diff(a: Any, b: Any, path: str):
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            yield from _diff(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-    elif a != b:
-        yield path, a, b
+        bad = unknown[0]
+        hint = close_matches(bad, STEPS)
+        raise ConanError(f"--stages: unknown step {bad!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                         + f"; valid: {', '.join(STEPS)}")
+    if not steps:
+        raise ConanError(f"--stages is empty; valid steps: {', '.join(STEPS)}")
+    return list(steps)
 
 
 def run_pipeline(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
-                 stages: list[str] | None = None) -> dict:
-    """Run (or resume) every enabled step of ``cfg`` in ``run_dir``; returns the summary dict."""
+                 stages: list[str] | None = None, fallback_checkpoint: bool = False) -> dict:
+    """Run (or resume) every enabled step of ``cfg`` in ``run_dir``; returns the summary dict.
+
+    ``summary["preempted"]`` names the stage a SIGTERM stopped (a checkpoint is committed; the same
+    call resumes). The run directory is locked for the whole call (:class:`~conan_core.rundir.RunLock`).
+    """
     from conan_core.builder import build_pipeline
+
+    wanted = set(check_steps(stages))
+    build_pipeline(cfg)  # every key and field checked before anything is written
+    run_dir = Path(run_dir)
+    with RunLock(run_dir):
+        check_run_dir(cfg, run_dir)
+        return _run_locked(cfg, run_dir, wanted, progress=progress, fallback_checkpoint=fallback_checkpoint)
+
+
+def _run_locked(cfg: RunConfig, run_dir: Path, wanted: set[str], *, progress: bool,
+                fallback_checkpoint: bool) -> dict:
     from conan_core.train.prepare import prepare_run
     from conan_core.train.stages import run_stage
 
-    build_pipeline(cfg)  # every key and field checked before anything is written
-    run_dir = Path(run_dir)
-    check_run_dir(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
-    wanted = set(stages or ["data", *STAGES, "mine", "eval", "export", "report"])
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}}
     t0 = time.perf_counter()
 
-    prep = prepare_run(cfg, run_dir)
+    prep = prepare_run(cfg, run_dir, progress=progress)
     summary["prepare"] = prep
 
     for stage in ("pretrain", "sft", "weak"):
         if stage in wanted and getattr(cfg, stage).enabled:
-            summary["stages"][stage] = run_stage(cfg, stage, run_dir, resume=True, progress=progress)
+            summary["stages"][stage] = run_stage(cfg, stage, run_dir, resume=True, progress=progress,
+                                                 fallback_checkpoint=fallback_checkpoint)
             if summary["stages"][stage].get("preempted"):
                 return _preempted(summary, stage)
 
@@ -75,7 +80,8 @@ def run_pipeline(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True,
         summary["mine"] = mine_step(cfg, run_dir, progress=progress)
 
     if "supervised" in wanted and cfg.supervised.enabled:
-        summary["stages"]["supervised"] = run_stage(cfg, "supervised", run_dir, resume=True, progress=progress)
+        summary["stages"]["supervised"] = run_stage(cfg, "supervised", run_dir, resume=True, progress=progress,
+                                                    fallback_checkpoint=fallback_checkpoint)
         if summary["stages"]["supervised"].get("preempted"):
             return _preempted(summary, "supervised")
 
@@ -128,7 +134,7 @@ def mine_step(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> dict:
     pool.save(out / "pool.jsonl")
     info = {"queries": len(queries), "corpus": len(corpus), "top_k": cfg.mine.top_k,
             "encoder": source_stage, "seconds": round(time.perf_counter() - t0, 1)}
-    _write_json_atomic(done, info)
+    atomic_write_json(done, info, default=float)
     return info
 
 
@@ -156,12 +162,5 @@ def export_step(cfg: RunConfig, run_dir: Path) -> dict:
         return json.loads((out / "DONE").read_text())
     export_run(run_dir, out)
     info = {"path": str(out)}
-    _write_json_atomic(out / "DONE", info)
+    atomic_write_json(out / "DONE", info, default=float)
     return info
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    tmp.replace(path)

@@ -116,9 +116,10 @@ def make_plots(cfg: RunConfig, run_dir: Path, eval_results: dict) -> list[Path]:
     made.append(_save(fig, out_dir / "loss.png"))
 
     if cfg.weak.enabled and cfg.weak.mask.get("type") == "soft":
+        import torch
+
         from conan_core.masks.base import MaskContext
         from conan_core.registries import REGISTRIES
-        import torch
 
         mask = REGISTRIES["masks"].build(cfg.weak.mask)
         total = max(cfg.weak.steps, 1)

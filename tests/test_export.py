@@ -169,7 +169,7 @@ def test_cli_export_and_errors(run_dir, tmp_path, capsys):
     assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 32
     assert json.loads((out / "embedder.json").read_text())["max_length"] == 32
     assert main(["export", str(run_dir / "supervised" / "final"), "--out", str(run_dir / "supervised" / "final")]) == 1
-    assert "is the model being exported" in capsys.readouterr().err
+    assert "which is being exported" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 1
     assert "no such directory" in capsys.readouterr().err
 

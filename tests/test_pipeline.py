@@ -80,7 +80,7 @@ def test_rerun_skips_finished_work(run_dir):
 def test_changed_config_refused(run_dir):
     out, _ = run_dir
     res = conan(*short_args(out), "--set", "weak.lr=0.5", check=False)
-    assert res.returncode == 1 and "weak.lr" in res.stderr and "another config" in res.stderr
+    assert res.returncode == 2 and "weak.lr" in res.stderr and "another config" in res.stderr
 
 
 def test_killed_mid_stage_then_rerun_finishes(tmp_path):

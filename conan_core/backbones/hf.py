@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from conan_core.backbones.base import Backbone
@@ -50,6 +50,21 @@ class HFBackbone(Backbone):
             "sdpa", description="transformers attention; flash kernels ignore 4-D masks and are refused")
         gradient_checkpointing: bool = Field(False, description="recompute blocks in backward")
         check_mask: bool = Field(True, description="probe at build that the 4-D mask reaches attention")
+
+        @field_validator("model_type")
+        @classmethod
+        def _known_type(cls, value: str) -> str:
+            # checked at validation, so `conan validate` refuses it before any run directory exists
+            from transformers import CONFIG_MAPPING
+
+            if value not in CONFIG_MAPPING:
+                from conan_core.errors import close_matches
+
+                hint = close_matches(value, list(CONFIG_MAPPING.keys()))
+                raise ValueError(f"transformers has no model_type {value!r}"
+                                 + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
+                                 + " (a decoder such as llama, qwen2, mistral)")
+            return value
 
         @model_validator(mode="after")
         def _shapes(self):

@@ -1,8 +1,9 @@
 """``conan data write-shards`` and ``conan data check``.
 
-The lead's CLI wires these under one ``conan data`` group with :func:`add_data_commands`
+``conan_core.cli`` wires these under one ``conan data`` group with :func:`add_data_commands`
 (``add_commands`` does the same on a top-level subparsers object, creating the group if absent).
-Each command's ``func(args) -> int`` is its exit status.
+Each command's ``func(args) -> int`` is its exit status; errors raise and get their exit code
+from the CLI (bad input data: 3).
 """
 
 from __future__ import annotations
@@ -16,29 +17,41 @@ from typing import Iterator
 from conan_core.data.samples import KINDS, DataError
 
 
-def _read_input(path: Path, kind: str) -> Iterator[dict]:
-    """Samples of a .jsonl file (one object per line) or a .txt file (one text per non-empty line)."""
-    if path.suffix == ".txt":
-        if kind != "text":
-            raise DataError(f"{path}: a .txt input holds one text per line, so --kind must be text "
-                            f"(got {kind}); use a .jsonl file for {kind}", reason="bad_arg")
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                text = line.rstrip("\n")
-                if text.strip():
-                    yield {"text": text}
-        return
-    if path.suffix != ".jsonl":
+def _read_input(path: Path, kind: str, skipped: dict[str, int] | None = None) -> Iterator[dict]:
+    """Samples of a .jsonl file (one object per line) or a .txt file (one text per non-empty line).
+
+    A line that is not UTF-8 (or, in JSONL, not a JSON value) raises :class:`DataError` naming the
+    file and line, or, when ``skipped`` is a dict, is counted there (``bad_text`` / ``bad_json``)
+    and left out."""
+    if path.suffix not in (".txt", ".jsonl"):
         raise DataError(f"{path}: --input must be a .jsonl or .txt file", reason="bad_arg")
+    if path.suffix == ".txt" and kind != "text":
+        raise DataError(f"{path}: a .txt input holds one text per line, so --kind must be text "
+                        f"(got {kind}); use a .jsonl file for {kind}", reason="bad_arg")
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise DataError(f"{path}:{number}: not a UTF-8 JSON line ({exc})", reason="bad_json") from None
-            yield obj
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if skipped is not None:
+                    skipped["bad_text"] = skipped.get("bad_text", 0) + 1
+                    continue
+                raise DataError(f"{path}:{number}: not valid UTF-8 (byte {exc.start}: "
+                                f"{raw[exc.start:exc.start + 4]!r}); fix the line or pass --skip-bad to leave "
+                                "such lines out", reason="bad_text") from None
+            if path.suffix == ".txt":
+                yield {"text": line.rstrip("\n")}
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                if skipped is not None:
+                    skipped["bad_json"] = skipped.get("bad_json", 0) + 1
+                    continue
+                raise DataError(f"{path}:{number}: not a JSON line ({exc}); fix the line or pass --skip-bad",
+                                reason="bad_json") from None
 
 
 def cmd_write_shards(args: argparse.Namespace) -> int:
@@ -46,23 +59,22 @@ def cmd_write_shards(args: argparse.Namespace) -> int:
 
     path = Path(args.input)
     if not path.is_file():
-        print(f"error: input file {path} does not exist", file=sys.stderr)
-        return 2
-    try:
-        manifest = write_shards(_read_input(path, args.kind), args.out, kind=args.kind,
-                                shard_size=args.shard_size, prefix=args.prefix,
-                                on_bad_sample="skip" if args.skip_bad else "raise")
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise DataError(f"input file {path} does not exist", reason="bad_arg")
+    skipped: dict[str, int] | None = {} if args.skip_bad else None
+    manifest = write_shards(_read_input(path, args.kind, skipped), args.out, kind=args.kind,
+                            shard_size=args.shard_size, prefix=args.prefix,
+                            on_bad_sample="skip" if args.skip_bad else "raise", skipped=skipped)
     print(f"wrote {manifest.count} {manifest.kind} samples in {len(manifest.shards)} shard(s) to {args.out}")
+    if skipped:
+        print(f"skipped {sum(skipped.values())} bad input(s): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())), file=sys.stderr)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from conan_core.data.shards import check_shards, read_manifest
 
-    problems = check_shards(args.dir)
+    problems = check_shards(args.dir, max_chars=args.max_chars)
     if problems:
         for p in problems:
             print(f"BAD {p}", file=sys.stderr)
@@ -88,6 +100,8 @@ def add_data_commands(data_subparsers: argparse._SubParsersAction) -> None:
     c = data_subparsers.add_parser("check", help="verify a shard set against its manifest (exit 1 "
                                    "naming each bad shard)")
     c.add_argument("dir", help="directory holding manifest.json")
+    c.add_argument("--max-chars", type=int, default=None,
+                   help="validate texts against this length limit too (data.max_chars of the run)")
     c.set_defaults(func=cmd_check)
 
 
@@ -103,11 +117,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m conan_core.commands.data write-shards|check ...``."""
-    parser = argparse.ArgumentParser(prog="conan data")
-    add_data_commands(parser.add_subparsers(dest="data_command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """``python -m conan_core.commands.data write-shards|check ...``: ``conan data ...``, with its
+    error messages and exit codes."""
+    from conan_core.cli import main as conan_main
+
+    return conan_main(["data", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--max-length", type=int, default=None, help="max tokens for sentence-transformers "
                                                                   "(default: the embedder's)")
     p.add_argument("--verify", action="store_true", help="reload the export and check it reproduces the embeddings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out that is not a previous export (files of the export's "
+                        "names are replaced, others kept); a previous export is replaced without it")
     p.set_defaults(func=cmd_export)
 
 
@@ -96,10 +99,23 @@ def cmd_eval(args) -> int:
     print(format_table(results))
     out = Path(args.out) if args.out else (run / "eval" / "metrics.json" if (run / "config.yaml").is_file() else None)
     if out is not None:
-        merged = {**read_metrics(out), **results}
-        write_metrics(merged, out)
+        with _run_lock_if_inside(run, out):
+            merged = {**read_metrics(out), **results}
+            write_metrics(merged, out)
         print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _run_lock_if_inside(run: Path, out: Path):
+    """The run's lock (:class:`~conan_core.rundir.RunLock`) when ``out`` lies inside the run
+    directory ``run`` (a run: it has config.yaml), else a no-op context."""
+    from contextlib import nullcontext
+
+    from conan_core.rundir import RunLock
+
+    if (run / "config.yaml").is_file() and run.resolve() in out.resolve().parents:
+        return RunLock(run)
+    return nullcontext()
 
 
 def read_texts(path: Path, field: str = "text") -> list[str]:
@@ -146,7 +162,8 @@ def cmd_export(args) -> int:
 
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "export"
-    path = export_run(run, out, max_length=args.max_length, verify=args.verify)
+    with _run_lock_if_inside(run, out):
+        path = export_run(run, out, max_length=args.max_length, verify=args.verify, overwrite=args.overwrite)
     print(f"exported {run} to {path}", file=sys.stderr)
     print(f"  transformers:          import conan_core.model; AutoModel.from_pretrained({str(path)!r})")
     print(f"  sentence-transformers: SentenceTransformer({str(path)!r})  (or trust_remote_code=True)")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from conan_core.errors import ConanError
+
 
 def add_commands(sub) -> None:
     p = sub.add_parser("run", help="run the whole recipe (re-running the same command resumes)",
@@ -19,8 +21,18 @@ def add_commands(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="validate, build the model on the meta device, print parameters and the memory plan")
     p.add_argument("--gpus", type=int, default=8, help="GPUs for the --dry-run memory plan")
+    p.add_argument("--fallback-checkpoint", action="store_true",
+                   help="skip a corrupt newest checkpoint (with a WARNING) and resume from the previous one")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="compare two runs: eval metrics, every stage's final weights, the export",
+                       description="Exit 0 when eval/metrics.json values, the weights of every stage's final/ "
+                                   "and of export/ (torch.equal per tensor), the mined pool and the teacher "
+                                   "filter are identical; else list each difference and exit 1.")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("ablate", help="run the ablation grid over seeds and print a table like the paper's Table 4")
     p.add_argument("config", help="preset name or YAML path (the 'full' row)")
@@ -44,17 +56,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(dry_run_report(cfg, gpus=args.gpus))
         return 0
-    from conan_core.pipeline import run_pipeline
+    from conan_core.errors import PREEMPTED_EXIT
+    from conan_core.pipeline import check_steps, run_pipeline
+    from conan_core.rundir import current_command
 
     out = Path(args.out or f"runs/{cfg.name}")
-    stages = args.stages.split(",") if args.stages else None
+    stages = check_steps(args.stages.split(",")) if args.stages else None
     try:
-        run_pipeline(cfg, out, progress=not args.no_progress, stages=stages)
+        summary = run_pipeline(cfg, out, progress=not args.no_progress, stages=stages,
+                               fallback_checkpoint=args.fallback_checkpoint)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: re-run `conan run {args.config} --out {out}` to resume", file=sys.stderr)
+        print(f"\ninterrupted: re-run `{current_command()}` to resume", file=sys.stderr)
         return 130
-    print(f"\nrun directory: {out}  (report.md, metrics.json, plots/, export/)")
+    if summary.get("preempted"):
+        print(f"preempted: re-run `{current_command()}` to resume (exit code {PREEMPTED_EXIT})", file=sys.stderr)
+        return PREEMPTED_EXIT
+    made = [name for name in ("report.md", "metrics.json", "plots/", "export/") if (out / name.rstrip("/")).exists()]
+    print(f"\nrun directory: {out}" + (f"  ({', '.join(made)})" if made else ""))
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from conan_core.rundir import compare_runs
+
+    for run in (args.run_a, args.run_b):
+        if not Path(run).is_dir():
+            raise ConanError(f"{run}: no such run directory")
+    diffs = compare_runs(args.run_a, args.run_b)
+    for line in diffs:
+        print(line)
+    print(f"{args.run_a} and {args.run_b}: " + ("identical" if not diffs else f"{len(diffs)} difference(s)"),
+          file=sys.stderr)
+    return 1 if diffs else 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 Each reads the previous stage's ``final/`` from the run directory and writes its own
 ``<stage>/final`` + ``DONE`` (docs/RUNDIR.md). Under ``torchrun --nproc_per_node N conan weak ...``
 every rank runs the command (DDP, or FSDP2 for large models). SIGTERM commits a checkpoint and
-exits 0; the same command with ``--resume`` (the default) continues exactly where it stopped.
+exits 75 ("preempted, resumable"); the same command (``--resume`` is the default) continues
+exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def _runner(stage: str):
 
 def cmd_stage(stage: str, args: argparse.Namespace) -> int:
     from conan_core.config import load_config
+    from conan_core.errors import PREEMPTED_EXIT
+    from conan_core.rundir import current_command
     from conan_core.train import distributed as D
     from conan_core.train.stages import run_stage
 
@@ -62,14 +65,18 @@ def cmd_stage(stage: str, args: argparse.Namespace) -> int:
         summary = run_stage(cfg, stage, run_dir, resume=args.resume, progress=not args.no_progress,
                             allow_data_change=args.allow_data_change,
                             fallback_checkpoint=args.fallback_checkpoint)
+    except KeyboardInterrupt:
+        D.shutdown(D.init_distributed(cfg.device), wait=False)
+        print(f"\ninterrupted: re-run `{current_command()}` to resume", file=sys.stderr)
+        return 130
     except BaseException:
         D.shutdown(D.init_distributed(cfg.device), wait=False)
         raise
     D.shutdown(D.init_distributed(cfg.device))
     if summary.get("preempted"):
-        print(f"{stage}: stopped at step {summary['steps']} (SIGTERM); checkpoint committed. Re-run the same "
-              "command to resume.", file=sys.stderr)
-        return 0
+        print(f"{stage}: stopped at step {summary['steps']} (SIGTERM); checkpoint committed. Re-run "
+              f"`{current_command()}` to resume (exit code {PREEMPTED_EXIT}).", file=sys.stderr)
+        return PREEMPTED_EXIT
     print(f"{stage}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
           f"{summary['seconds']:.1f} s -> {run_dir / stage / 'final'}")
     return 0

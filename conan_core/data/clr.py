@@ -28,7 +28,7 @@ import random
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from conan_core.errors import ConanError
+from conan_core.errors import DataError
 
 #: RECIPE §6 / paper Table 7 language shares in percent (they sum to 106 as printed).
 PAPER_LANG_SHARES: dict[str, float] = {
@@ -42,7 +42,7 @@ PAPER_LANG_SHARES: dict[str, float] = {
 MAX_SWAP_TRIES = 64
 
 
-class CLRError(ConanError, ValueError):
+class CLRError(DataError):
     """Bad CLR builder input (language shares, translation source, retrieval shards)."""
 
 

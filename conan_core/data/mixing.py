@@ -8,8 +8,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 from conan_core.data.samples import DataError
 from conan_core.sources.base import Stage
-from conan_core.sources.reader import (derive_seed, load_stage_state, rng_state, set_rng_state,
-                                       stage_state, worker_split)
+from conan_core.sources.reader import derive_seed, load_stage_state, rng_state, set_rng_state, stage_state, worker_split
 
 
 class MixedSource(Stage):

@@ -40,7 +40,7 @@ import math
 import re
 from typing import Any, Literal, Mapping
 
-from conan_core.errors import ConanError
+from conan_core.errors import DataError as BaseDataError
 
 Kind = Literal["text", "pairs", "sts"]
 KINDS: tuple[str, ...] = ("text", "pairs", "sts")
@@ -66,7 +66,7 @@ SAMPLE_REASONS = ("bad_text", "bad_json", "bad_score", "empty_text", "missing_ke
                   "repaired_text")
 
 
-class DataError(ConanError, ValueError):
+class DataError(BaseDataError):
     """Bad data: a sample or a shard that cannot be used.
 
     Attributes:

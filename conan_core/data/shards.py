@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Literal
 
 from conan_core.data.samples import KINDS, DataError, validate_sample
+from conan_core.fsio import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "conan-shards/1"
@@ -107,15 +108,7 @@ class Manifest:
         return h.hexdigest()
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in ``chunk``-byte pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                return h.hexdigest()
-            h.update(block)
+file_sha256 = sha256_file  # the name this module's callers know
 
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:
@@ -243,13 +236,14 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 def write_shards(samples: Iterable[dict], out_dir: str | os.PathLike, *,
                  kind: Literal["text", "pairs", "sts"], shard_size: int = 1000, prefix: str = "shard",
-                 on_bad_sample: Literal["raise", "skip"] = "raise") -> Manifest:
+                 on_bad_sample: Literal["raise", "skip"] = "raise", skipped: dict[str, int] | None = None) -> Manifest:
     """Write ``samples`` as tar shards ``{prefix}-{i:05d}.tar`` plus ``manifest.json`` in ``out_dir``.
 
     Each sample is validated against ``kind``'s schema (conan_core.data.samples) without
     truncation; a bad one raises DataError naming its index and key (or, with
     ``on_bad_sample="skip"``, is left out). ``__key__`` defaults to ``s{index:09d}`` (index in
-    ``samples``); keys must be unique. At most ``shard_size`` samples per shard. Files of an
+    ``samples``); keys must be unique. ``skipped`` (a dict) counts the left-out samples per reason.
+    At most ``shard_size`` samples per shard. Files of an
     earlier manifest in ``out_dir`` that the new one does not list are removed after the new
     manifest is committed. Returns the manifest (with ``dir`` set).
     """
@@ -286,6 +280,8 @@ def write_shards(samples: Iterable[dict], out_dir: str | os.PathLike, *,
             except DataError as exc:
                 key = sample.get("__key__") if isinstance(sample, dict) else None
                 if on_bad_sample == "skip":
+                    if skipped is not None:
+                        skipped[exc.reason] = skipped.get(exc.reason, 0) + 1
                     continue
                 raise DataError(f"sample #{index}: {exc.detail}", reason=exc.reason, key=key) from None
             if key in keys:
@@ -328,14 +324,7 @@ def _old_shard_names(out: Path) -> set[str]:
 def write_manifest(manifest: Manifest, out_dir: str | os.PathLike) -> Path:
     """Write ``manifest`` as ``out_dir/manifest.json`` atomically; returns the path."""
     final = Path(out_dir) / MANIFEST_NAME
-    tmp = _atomic_path(final)
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest.to_json(), f, indent=1, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    _commit(tmp, final)
-    return final
+    return atomic_write_text(final, json.dumps(manifest.to_json(), indent=1, ensure_ascii=False) + "\n")
 
 
 def build_manifest(directory: str | os.PathLike, kind: Literal["text", "pairs", "sts"],
@@ -368,13 +357,16 @@ def build_manifest(directory: str | os.PathLike, kind: Literal["text", "pairs", 
 
 # ----------------------------------------------------------------------------- checking
 
-def check_shards(directory: str | os.PathLike) -> list[str]:
+def check_shards(directory: str | os.PathLike, *, max_chars: int | None = None) -> list[str]:
     """Every problem of the shard set in ``directory``, one message per problem (empty = fine).
 
     Checks, per shard of the manifest: the file exists, its size and sha256 equal the manifest's,
     the tar reads to its end, every sample has the manifest's member extensions, no key repeats,
-    and the number of samples equals the manifest's (a tar cut at a member boundary reads without
-    error, so only this count catches it). Each message starts with the shard's path.
+    the number of samples equals the manifest's (a tar cut at a member boundary reads without
+    error, so only this count catches it), and every sample decodes and validates as the readers
+    do (a sample they would skip, e.g. invalid UTF-8, is reported with its key). A ``.tar`` file in
+    the directory that the manifest does not list is reported too (its samples are never read).
+    Each message starts with the file's path.
     """
     try:
         manifest = read_manifest(directory)
@@ -382,6 +374,11 @@ def check_shards(directory: str | os.PathLike) -> list[str]:
         return [str(exc)]
     problems = []
     required = set(manifest.fields)
+    listed = {manifest.path(s).resolve() for s in manifest.shards}
+    for stray in sorted(Path(directory).glob("*.tar")):
+        if stray.resolve() not in listed:
+            problems.append(f"{stray}: a shard file that {MANIFEST_NAME} does not list: its samples are never "
+                            "read (re-write the set with `conan data write-shards`, or delete the file)")
     for shard in manifest.shards:
         path = manifest.path(shard)
         if not path.is_file():
@@ -395,6 +392,7 @@ def check_shards(directory: str | os.PathLike) -> list[str]:
         if digest != shard.sha256:
             problems.append(f"{path}: sha256 mismatch: manifest {shard.sha256}, file {digest}")
         count = 0
+        dropped: dict[str, list[str]] = {}
         try:
             for group in iter_tar_groups(path):
                 count += 1
@@ -405,10 +403,29 @@ def check_shards(directory: str | os.PathLike) -> list[str]:
                 if missing:
                     problems.append(f"{path}: partial sample {group.key!r}: has "
                                     f"{sorted(group.members)}, missing {sorted(missing)}")
+                    continue
+                reason = _reader_verdict(group.members, manifest.kind, max_chars)
+                if reason is not None:
+                    dropped.setdefault(reason, []).append(group.key)
         except TAR_ERRORS as exc:
             problems.append(f"{path}: unreadable tar after {count} samples "
                             f"({type(exc).__name__}: {exc}); expected {shard.count} samples")
             continue
         if count != shard.count:
             problems.append(f"{path}: expected {shard.count} samples, got {count}")
+        for reason, keys in sorted(dropped.items()):
+            shown = ", ".join(repr(k) for k in keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+            problems.append(f"{path}: {len(keys)} sample(s) the readers would skip as {reason}: {shown}")
     return problems
+
+
+def _reader_verdict(members: dict[str, bytes], kind: str, max_chars: int | None) -> str | None:
+    """The reason a reader (strict decoding, no repair) would drop this sample, or None."""
+    from conan_core.data.samples import decode_members
+
+    try:
+        raw, _ = decode_members(members)
+        validate_sample(raw, kind, max_chars=max_chars)
+    except DataError as exc:
+        return exc.reason
+    return None

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from conan_core.errors import ConanError
+from conan_core.errors import DataError
 
 
-class EvalDataError(ConanError, ValueError):
+class EvalDataError(DataError):
     """An evaluation file is missing or has a bad line (the message names file and line)."""
 
 

@@ -27,6 +27,7 @@ the same embeddings.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,25 +92,106 @@ def sentence_transformers_pooling(pooler: dict) -> str | None:
     return mode
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, max_length: int | None = None,
-               verify: bool = False) -> Path:
-    """Export the run's embedder (latest finished stage; also accepts a stage final/ or another
-    export) to ``out_dir`` (replaced if it exists). ``max_length`` overrides the sequence length
-    recorded for sentence-transformers (default: embedder.json's). ``verify`` re-loads the export
-    with :class:`~conan_core.embedder.Embedder` and checks it reproduces the source's embeddings.
-    Returns ``out_dir``.
-    """
-    import torch
+#: written into every export; an existing ``--out`` holding it may be replaced without ``--overwrite``
+EXPORT_MARKER = ".conan-export"
 
-    from conan_core.embedder import Embedder, EmbedderSettings, quiet_transformers, resolve_model_dir
-    from conan_core.export.card import write_model_card
+
+def check_output_dir(out: Path, model_dir: Path, run_root: Path | None, *, overwrite: bool) -> str:
+    """How ``out`` may be written: ``"new"`` (absent or empty), ``"replace"`` (a previous export,
+    recognised by :data:`EXPORT_MARKER`) or ``"merge"`` (a non-empty foreign directory, only with
+    ``overwrite``: files of the export's names are replaced, every other file is kept).
+
+    Raises :class:`ExportError` when ``out`` is, contains or lies inside the model being exported
+    or contains its run directory (writing there would destroy what is being exported), and for a
+    non-empty foreign directory without ``overwrite``.
+    """
+    target = out.resolve()
+    model = model_dir.resolve()
+    for path in ([run_root.resolve()] if run_root is not None else []) + [model]:
+        relation = "is" if target == path else "contains" if target in path.parents else None
+        if relation is None and path == model and model in target.parents:
+            relation = "is inside"
+        if relation is not None:
+            raise ExportError(
+                f"export: --out {out} {relation} {path}, which is being exported; writing there would destroy "
+                "it, so nothing was written. Pick a directory outside it (the default is RUN/export).")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"export: --out {out} is a file, not a directory; pick a directory")
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    if (out / EXPORT_MARKER).is_file():
+        return "replace"
+    if overwrite:
+        return "merge"
+    raise ExportError(f"export: --out {out} is a non-empty directory that is not a previous export (no "
+                      f"{EXPORT_MARKER} file); nothing was written. Pick an empty or new directory, or pass "
+                      "--overwrite to write the export's files into it (files of other names are kept).")
+
+
+def _install(tmp: Path, out: Path, how: str) -> None:
+    """Move the finished export ``tmp`` to ``out`` as :func:`check_output_dir` decided."""
+    from conan_core.fsio import apply_umask, publish_dir
+
+    if how == "new" and out.is_dir():
+        out.rmdir()  # empty: nothing of anyone's is lost
+    if how in ("new", "replace"):
+        publish_dir(tmp, out)
+        return
+    # a merged directory is not marked as an export: a later export must not replace it (and the
+    # files of others in it) without --overwrite again
+    (tmp / EXPORT_MARKER).unlink(missing_ok=True)
+    apply_umask(tmp)
+    for item in sorted(tmp.iterdir()):
+        dest = out / item.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.replace(item, dest)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, max_length: int | None = None,
+               verify: bool = False, overwrite: bool = False) -> Path:
+    """Export the run's embedder (latest finished stage; also accepts a stage final/ or another
+    export) to ``out_dir``. ``out_dir`` must be new, empty or a previous export (replaced), unless
+    ``overwrite`` (see :func:`check_output_dir`); it may never be or contain what is exported.
+    ``max_length`` overrides the sequence length recorded for sentence-transformers (default:
+    embedder.json's). ``verify`` re-loads the export with :class:`~conan_core.embedder.Embedder` and
+    checks it reproduces the source's embeddings. Non-finite weights are refused. Returns ``out_dir``.
+    """
+    import tempfile
+
+    from conan_core.embedder import resolve_model_dir
+    from conan_core.fsio import writing
 
     run_dir = Path(run_dir)
     out = Path(out_dir)
     model_dir, run_root = resolve_model_dir(run_dir)
-    if out.resolve() == model_dir.resolve():
-        raise ExportError(f"export: the output directory {out} is the model being exported; pick another --out")
-    embedder = Embedder.load(model_dir, device="cpu", dtype=torch.float32)
+    how = check_output_dir(out, model_dir, run_root, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh private name: a fixed "OUT.tmp" could be somebody's directory
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".export-tmp", dir=out.parent))
+    try:
+        with writing(tmp):
+            embedder = _write_export(tmp, model_dir, run_root, max_length)
+        _install(tmp, out, how)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if verify:
+        verify_export(embedder, out)
+    return out
+
+
+def _write_export(tmp: Path, model_dir: Path, run_root: Path | None, max_length: int | None):
+    """Write every file of the export into the empty directory ``tmp``; returns the Embedder."""
+    import time
+
+    import torch
+
+    from conan_core.embedder import Embedder, EmbedderSettings, quiet_transformers
+    from conan_core.export.card import write_model_card
+
+    embedder = Embedder.load(model_dir, device="cpu", dtype=torch.float32)  # refuses non-finite weights
     model = embedder.model
     if getattr(model.config, "model_type", None) != "conan":
         raise ExportError(f"export supports the conan backbone; {model_dir} holds model_type "
@@ -119,11 +201,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, max_length: int | No
     if max_length is not None:
         settings.max_length = int(max_length)
     mask_key = default_mask_value(settings.mask, settings.alpha)
-
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
 
     # -- transformers: the encoder only, with the mask it needs and the remote-code shims
     model.config.default_mask = mask_key
@@ -151,13 +228,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, max_length: int | No
     # -- model card
     write_model_card(tmp, run_root=run_root, model_dir=model_dir, settings=settings,
                      model=model, mask_key=mask_key)
-
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.replace(out)
-    if verify:
-        verify_export(embedder, out)
-    return out
+    (tmp / EXPORT_MARKER).write_text(json.dumps({"source": str(model_dir.resolve()),
+                                                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n",
+                                     encoding="utf-8")
+    return embedder
 
 
 def _set_tokenizer_max_length(out: Path, max_length: int) -> None:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from conan_core.losses.base import (Loss, LossInputError, LossOutput, check_embeddings, compute_dtype,
-                                    full_precision, unit)
+from conan_core.losses.base import (
+    Loss,
+    LossInputError,
+    LossOutput,
+    check_embeddings,
+    compute_dtype,
+    full_precision,
+    unit,
+)
 from conan_core.registry import ComponentConfig
 
 

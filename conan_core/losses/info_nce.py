@@ -7,8 +7,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from conan_core.losses.base import (Loss, LossInputError, LossOutput, check_embeddings, compute_dtype,
-                                    full_precision, unit)
+from conan_core.losses.base import (
+    Loss,
+    LossInputError,
+    LossOutput,
+    check_embeddings,
+    compute_dtype,
+    full_precision,
+    unit,
+)
 from conan_core.registry import ComponentConfig
 
 

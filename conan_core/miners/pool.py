@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from conan_core.errors import ConanError
+from conan_core.fsio import atomic_write_text, atomic_writer
 
 POOL_FORMAT = "conan_core.candidate_pool"
 POOL_VERSION = 1
@@ -237,7 +238,7 @@ class CandidatePool(Mapping[str, list]):
         if path.suffix == ".jsonl":
             path.parent.mkdir(parents=True, exist_ok=True)
             digest = _write_jsonl(path, (self.row(e) for e in ids))
-            _atomic_write(Path(str(path) + ".sha256"), f"{digest}  {path.name}\n")
+            atomic_write_text(Path(str(path) + ".sha256"), f"{digest}  {path.name}\n")
             return {"format": POOL_FORMAT, "version": POOL_VERSION, "num_examples": len(ids),
                     "shards": [{"name": path.name, "num_examples": len(ids), "sha256": digest}]}
         path.mkdir(parents=True, exist_ok=True)
@@ -252,7 +253,7 @@ class CandidatePool(Mapping[str, list]):
             shards.append({"name": name, "num_examples": len(chunk), "sha256": digest})
         manifest = {"format": POOL_FORMAT, "version": POOL_VERSION, "num_examples": len(ids),
                     "num_candidates": self.num_candidates(), "shards": shards, "meta": self.meta}
-        _atomic_write(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         keep = {s["name"] for s in shards}
         for stale_shard in path.glob("candidates-*.jsonl"):  # shards of an earlier, larger pool
             if stale_shard.name not in keep:
@@ -338,17 +339,9 @@ class CandidatePool(Mapping[str, list]):
 def _write_jsonl(path: Path, rows: Iterator[dict]) -> str:
     """Write rows atomically (temp file + rename); return the file's sha256."""
     h = hashlib.sha256()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_writer(path) as fh:
         for row in rows:
             line = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
             h.update(line)
             fh.write(line)
-    os.replace(tmp, path)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

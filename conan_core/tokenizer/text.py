@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from conan_core.errors import ConanError
+from conan_core.errors import DataError
 
 #: Control tokens, ids 0..3 in every conan tokenizer.
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -30,7 +30,7 @@ MARKERS = ("<instruct>", "<query>", "<passage>")
 TEXT_FIELDS = ("text", "query", "pos")
 
 
-class TokenizerDataError(ConanError, ValueError):
+class TokenizerDataError(DataError):
     """An input of tokenizer training is missing or unreadable (the message names the path)."""
 
 

@@ -18,7 +18,6 @@ previous valid checkpoint is used instead. Several ranks need a shared filesyste
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from typing import Any, Callable
 import torch
 
 from conan_core.errors import ConanError
+from conan_core.fsio import apply_umask, fsync_path, sha256_file, writing
 
 log = logging.getLogger("conan_core.train")
 
@@ -57,25 +57,6 @@ class CheckpointCorruptError(CheckpointError):
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:06d}"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _noop() -> None:
@@ -149,16 +130,31 @@ class CheckpointManager:
         assert self._tmp is not None, "begin() first"
         path = self._tmp / name
         # clone breaks storage sharing (tied embeddings), which safetensors refuses
-        save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path))
-        _fsync_path(path)
+        with writing(path):
+            save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path))
+        apply_umask(path)  # safetensors creates 0600 files
+        fsync_path(path)
+        self._after_file(path)
+        return path
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write plain (JSON-able) state and fsync it."""
+        assert self._tmp is not None, "begin() first"
+        path = self._tmp / name
+        with writing(path), open(path, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         self._after_file(path)
         return path
 
     def write_object(self, name: str, obj: Any) -> Path:
-        """Write any picklable state with ``torch.save`` and fsync it."""
+        """Write tensors and plain containers (what ``torch.load(weights_only=True)`` reads back)
+        with ``torch.save`` and fsync it."""
         assert self._tmp is not None, "begin() first"
         path = self._tmp / name
-        with open(path, "wb") as fh:
+        with writing(path), open(path, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -182,11 +178,11 @@ class CheckpointManager:
                 json.dump(manifest, fh, indent=1, sort_keys=True)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_path(tmp)
+            fsync_path(tmp)
             if final.exists():  # a stale copy from before a resume to an earlier step
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_path(self.root)
+            fsync_path(self.root)
             self._prune()
         self.barrier()
         self._tmp = None
@@ -234,14 +230,40 @@ class CheckpointManager:
         return None
 
 
-def load_object(path: Path) -> Any:
-    """Load a ``torch.save`` file of a verified checkpoint.
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file holds something other than tensors and plain containers."""
 
-    ``weights_only=False``: these files hold trainer state (RNG tuples, source positions, miner
-    tables) that plain-tensor unpickling rejects; they were written by this library and their
-    sha256 was checked against the manifest just before, so they are trusted like the run's code.
+    exit_code = 7
+
+
+def load_object(path: Path) -> Any:
+    """Load a ``torch.save`` file of a checkpoint with ``weights_only=True``.
+
+    Only tensors and plain containers (dict, list, tuple, str, int, float, bool, None) load: a
+    pickle that would construct any other object, i.e. run code, is refused with
+    :class:`UnsafeCheckpointError`. The manifest's sha256 detects damage, not tampering (whoever can
+    write the file can write the manifest), so it is no reason to trust a pickle.
     """
-    return torch.load(path, map_location="cpu", weights_only=False)
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeCheckpointError(
+            f"refusing to load checkpoint file {path}: it is not a plain tensor/state file that "
+            f"torch.load(weights_only=True) accepts ({first}). conan_core never writes such files; "
+            "if you did not put it there, treat the run directory as untrusted and delete this "
+            "checkpoint directory to resume from the previous one.") from None
+
+
+def load_json(path: Path) -> Any:
+    """Plain state of a checkpoint (``trainer.json``)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint file {path} is unreadable ({exc}); delete this checkpoint "
+                              "directory to resume from the previous one") from None
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

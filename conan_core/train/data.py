@@ -84,7 +84,7 @@ def fingerprint(*parts: Any) -> str:
 
 
 def file_hash(path: Path) -> str:
-    from conan_core.train.checkpoint import sha256_file
+    from conan_core.fsio import sha256_file
 
     return sha256_file(path) if Path(path).is_file() else "missing"
 

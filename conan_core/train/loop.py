@@ -49,7 +49,7 @@ from torch import nn
 
 from conan_core.errors import ConanError
 from conan_core.train import distributed as D
-from conan_core.train.checkpoint import CheckpointError, CheckpointManager, load_object, load_tensors
+from conan_core.train.checkpoint import CheckpointError, CheckpointManager, load_json, load_object, load_tensors
 from conan_core.train.faults import FaultInjector
 from conan_core.train.metrics import MetricsLog, StepLog, truncate_jsonl
 from conan_core.train.rng import capture_rng_state, restore_rng_state
@@ -64,6 +64,8 @@ WORLD_FIELDS = ("data_fingerprint", "world_size", "num_workers")
 class NonFiniteLossError(ConanError):
     """The loss or the gradient norm was NaN/Inf at ``step`` (policy ``stop``); weights are unchanged."""
 
+    exit_code = 5
+
     def __init__(self, stage: str, step: int, loss: float, grad_norm: float, keys: list):
         self.stage, self.step, self.loss, self.grad_norm, self.keys = stage, step, loss, grad_norm, list(keys)
         shown = ", ".join(f"{u}:{k}" for u, k in self.keys[:16])
@@ -72,6 +74,23 @@ class NonFiniteLossError(ConanError):
             f"{stage}: non-finite loss at step {step} (loss={loss}, grad_norm={grad_norm}) before "
             f"optimizer.step(): the weights are those after step {step - 1}. Batch keys on this rank: "
             f"{shown}{more}. Lower {stage}.lr, check the data, or set {stage}.nan_policy: skip.")
+
+
+class NonFiniteWeightsError(ConanError):
+    """An optimizer step wrote NaN/Inf into the weights (whatever ``nan_policy`` says: a skip
+    cannot undo a step that already happened). The last committed checkpoint is intact."""
+
+    exit_code = 5
+
+    def __init__(self, stage: str, step: int, bad: list[str]):
+        self.stage, self.step, self.bad = stage, step, list(bad)
+        shown = ", ".join(self.bad[:6]) + (f" (+{len(self.bad) - 6} more)" if len(self.bad) > 6 else "")
+        super().__init__(
+            f"{stage}: the optimizer step {step} left non-finite values in {len(self.bad)} parameter "
+            f"tensor(s) ({shown}) although the loss and gradient norm were finite: the learning rate "
+            f"or the update is too large. Nothing was marked done; the last committed checkpoint holds "
+            f"finite weights. Lower {stage}.lr (or clip harder with {stage}.max_grad_norm) and re-run "
+            f"with --restart for this stage.")
 
 
 class WorldChangedError(ConanError):
@@ -330,11 +349,38 @@ class Trainer:
         else:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if not self._weights_finite():
+                raise NonFiniteWeightsError(opts.stage, step, self.nonfinite_parameters())
         self.step = step
         self.tokens += step_tokens
         self.last_loss = mean_loss
         return StepResult(loss=mean_loss, grad_norm=gnorm, skipped=any_bad, keys=keys, tokens=step_tokens,
                           alpha=alpha, metrics={k: v / opts.grad_accum for k, v in sums.items()})
+
+    def _weights_finite(self) -> bool:
+        """Whether every parameter is finite, agreed by every rank: one fused max-abs per tensor
+        (``_foreach_norm`` with ord inf: NaN propagates, and unlike a 2-norm it cannot overflow)."""
+        from torch.distributed.tensor import DTensor
+
+        local = [(p.to_local() if isinstance(p, DTensor) else p).detach() for p in self.params]
+        local = [t for t in local if t.numel()]
+        ok = bool(torch.stack(torch._foreach_norm(local, float("inf"))).isfinite().all()) if local else True
+        if self.parallel == "fsdp":  # shards differ between ranks
+            flag = torch.tensor([0.0 if ok else 1.0], dtype=torch.float64, device=self.env.device)
+            D.all_reduce_sum(flag, self.env)
+            ok = float(flag) == 0.0
+        return ok
+
+    def nonfinite_parameters(self) -> list[str]:
+        """Names of the parameters holding NaN/Inf (this rank's shard under FSDP2)."""
+        from torch.distributed.tensor import DTensor
+
+        bad = []
+        for name, p in self.raw.named_parameters():
+            t = p.to_local() if isinstance(p, DTensor) else p
+            if t.numel() and not bool(torch.isfinite(t.detach()).all()):
+                bad.append(name)
+        return bad
 
     def counters(self) -> dict:
         out = dict(self.stream.counters())
@@ -351,7 +397,7 @@ class Trainer:
         if env.is_main:
             self.ckpt.write_tensors("model.safetensors", model_sd)
             self.ckpt.write_object("optimizer.pt", optim_sd)
-            self.ckpt.write_object("trainer.pt", {
+            self.ckpt.write_json("trainer.json", {
                 "step": self.step, "skipped": self.skipped, "tokens": self.tokens, "last_loss": self.last_loss,
                 "schedule": self.schedule.state_dict(), "world": self.world, "stage": self.options.stage,
                 "steps": self.options.steps, "alpha": float(self.alpha_fn(max(self.step, 1))),
@@ -395,7 +441,9 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         opts, env = self.options, self.env
-        trainer = load_object(path / "trainer.pt")
+        # trainer.json since 0.2; trainer.pt (same content) in checkpoints of 0.1
+        trainer = (load_json(path / "trainer.json") if (path / "trainer.json").is_file()
+                   else load_object(path / "trainer.pt"))
         changed = [(name, trainer["world"].get(name), self.world.get(name)) for name in WORLD_FIELDS
                    if trainer["world"].get(name) != self.world.get(name)]
         if changed and not opts.allow_data_change:

@@ -37,9 +37,9 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
             continue
         if int(record.get("step", 0)) <= last_step:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    tmp.replace(path)
+    from conan_core.fsio import atomic_write_text
+
+    atomic_write_text(path, "".join(kept))
 
 
 def _hex(value: float) -> str:

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from conan_core.errors import ConanError
+from conan_core.fsio import publish_dir
 from conan_core.train.data import data_root
 
 log = logging.getLogger("conan_core.train")
@@ -58,8 +58,6 @@ def prepare_run(cfg: Any, run_dir: str | Path, *, progress: bool = True) -> dict
         log.info("training a %d-token tokenizer on %s", cfg.tokenizer.vocab_size, inputs[0])
         train_tokenizer(inputs, cfg.tokenizer.vocab_size, tmp, character_coverage=cfg.tokenizer.character_coverage,
                         max_sentences=cfg.tokenizer.max_sentences, seed=cfg.seed, progress=progress)
-        if tok.exists():
-            shutil.rmtree(tok)
-        os.replace(tmp, tok)
+        publish_dir(tmp, tok)
         trained = True
     return {"data": str(root), "tokenizer": str(tok), "built_demo": built, "trained_tokenizer": trained}

@@ -8,12 +8,12 @@ from typing import Iterable, Mapping
 
 from pydantic import Field
 
-from conan_core.errors import ConanError
+from conan_core.errors import DataError
 from conan_core.registry import ComponentConfig
 from conan_core.translators.base import Translator
 
 
-class ParallelDataError(ConanError, ValueError):
+class ParallelDataError(DataError):
     """A parallel-data file is missing or has a bad line (the message names file and line)."""
 
 

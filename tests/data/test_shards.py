@@ -195,8 +195,34 @@ def test_cli_write_shards_and_check(tmp_path, capsys):
     txt.write_text("first line\n\nsecond line\n", encoding="utf-8")
     assert data_cmd.main(["write-shards", "--input", str(txt), "--kind", "text", "--out", str(tmp_path / "t")]) == 0
     assert [g["text"] for g in read_back(tmp_path / "t", "text_shards")] == ["first line", "second line"]
-    assert data_cmd.main(["write-shards", "--input", str(txt), "--kind", "pairs", "--out", str(tmp_path / "u")]) == 1
+    assert data_cmd.main(["write-shards", "--input", str(txt), "--kind", "pairs", "--out", str(tmp_path / "u")]) == 3
     assert "--kind must be text" in capsys.readouterr().err
+
+
+def test_write_shards_names_the_bad_utf8_line_or_skips_and_counts_it(tmp_path, capsys):
+    txt = tmp_path / "in.txt"
+    txt.write_bytes(b"good one\nbad \xff\xfe here\nanother good\n")
+    out = tmp_path / "out"
+    assert data_cmd.main(["write-shards", "--input", str(txt), "--kind", "text", "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert f"{txt}:2: not valid UTF-8" in err and "Traceback" not in err and not list(out.iterdir())
+    assert data_cmd.main(["write-shards", "--input", str(txt), "--kind", "text", "--out", str(out), "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 2 text samples" in captured.out and "skipped 1 bad input(s): bad_text 1" in captured.err
+    assert [g["text"] for g in read_back(out, "text_shards")] == ["good one", "another good"]
+
+
+def test_check_reports_samples_the_readers_would_skip_and_unlisted_tars(tars, tmp_path, capsys):
+    tars.hand_made_set(tmp_path, "text", [[("a.txt", b"fine"), ("a.json", b"{}"), ("b.txt", b"\xff\xfe"),
+                                           ("b.json", b"{}"), ("c.txt", b"   "), ("c.json", b"{}")]],
+                       ("json", "txt"))
+    tars.write_tar(tmp_path / "shard-00001.tar", [("d.txt", b"never read"), ("d.json", b"{}")])
+    problems = check_shards(tmp_path)
+    assert any("1 sample(s) the readers would skip as bad_text: 'b'" in p for p in problems)
+    assert any("as empty_text: 'c'" in p for p in problems)
+    assert any(p.startswith(str(tmp_path / "shard-00001.tar")) and "does not list" in p for p in problems)
+    assert data_cmd.main(["check", str(tmp_path)]) == 1
+    assert "OK" not in capsys.readouterr().out
 
 
 def test_add_commands_reuses_an_existing_data_group():

@@ -112,14 +112,18 @@ STAGE_OVERRIDES = [
 
 
 
-def copy_run(run: Path, dest: Path, keep: tuple[str, ...]) -> Path:
-    """A copy of ``run`` with its data, tokenizer, config and the finished stages ``keep``."""
+def copy_run(run: Path, dest: Path, keep: tuple[str, ...], sets: tuple[str, ...] = ()) -> Path:
+    """A copy of ``run`` with its data, tokenizer, config and the finished stages ``keep``; ``sets``
+    (``KEY=VALUE``) are applied to the copy's config.yaml, as if the run had been started with them
+    (every entry point refuses a config that differs from the run's)."""
     import shutil
+
+    from conan_core.config import dump_config, load_config
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("data", "tokenizer", *keep):
         shutil.copytree(run / name, dest / name)
-    shutil.copy(run / "config.yaml", dest / "config.yaml")
+    dump_config(load_config(run / "config.yaml", list(sets)), dest / "config.yaml")
     return dest
 
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from conan_core.config import STAGES
 from conan_core.errors import ConanError
+from conan_core.rundir import RunLock, check_run_dir
 
 
 def _builders() -> dict:
@@ -40,6 +42,43 @@ def run_stage(cfg: Any, stage: str, run_dir: str | Path, *, resume: bool = True,
     or worker count changed (the data position restarts); ``fallback_checkpoint`` skips a corrupt
     newest checkpoint (WARNING) instead of failing.
     """
+    from conan_core.train import distributed as D
+
+    if stage not in STAGES:
+        from conan_core.errors import close_matches
+
+        hint = close_matches(stage, STAGES)
+        raise ConanError(f"unknown stage {stage!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                         + f"; valid: {', '.join(STAGES)}")
+    run_dir = Path(run_dir)
+    env = D.init_distributed(cfg.device)
+    # every entry point runs the same guards as `conan run`: one writer (rank 0 holds the lock for
+    # all ranks) and the run's own config; a refusal is broadcast so no rank waits at a barrier
+    lock = RunLock(run_dir) if env.is_main else nullcontext()
+    refusal: ConanError | None = None
+    if env.is_main:
+        try:
+            lock.__enter__()
+        except ConanError as exc:
+            refusal, lock = exc, nullcontext()
+    if refusal is None:
+        try:
+            check_run_dir(cfg, run_dir)
+        except ConanError as exc:
+            refusal = exc
+    reason = D.broadcast_object(str(refusal) if refusal is not None and env.is_main else None, env)
+    if refusal is not None or reason is not None:
+        lock.__exit__(None, None, None)
+        raise refusal if refusal is not None else ConanError(reason)
+    try:
+        return _run_stage(cfg, stage, run_dir, env, resume=resume, progress=progress,
+                          allow_data_change=allow_data_change, fallback_checkpoint=fallback_checkpoint)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, progress: bool,
+               allow_data_change: bool, fallback_checkpoint: bool) -> dict:
     from conan_core.config import dump_config
     from conan_core.tokenizer import load_tokenizer
     from conan_core.train import distributed as D
@@ -48,9 +87,6 @@ def run_stage(cfg: Any, stage: str, run_dir: str | Path, *, resume: bool = True,
     from conan_core.train.rng import seed_everything
     from conan_core.train.stages.common import StageContext, save_final, write_json_atomic
 
-    if stage not in STAGES:
-        raise ConanError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
-    run_dir = Path(run_dir)
     stage_dir = run_dir / stage
     done = stage_dir / "DONE"
     if done.is_file():
@@ -59,7 +95,6 @@ def run_stage(cfg: Any, stage: str, run_dir: str | Path, *, resume: bool = True,
     if not stage_cfg.enabled:
         raise ConanError(f"stage {stage} is disabled ({stage}.enabled: false)")
     t0 = time.perf_counter()
-    env = D.init_distributed(cfg.device)
     if env.is_main:
         prepare_run(cfg, run_dir, progress=progress)
         if not (run_dir / "config.yaml").is_file():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 
 from conan_core.config import STAGES
 from conan_core.errors import ConanError
+from conan_core.fsio import atomic_write_json, publish_dir, writing
 from conan_core.train import distributed as D
 
 log = logging.getLogger("conan_core.train")
@@ -136,28 +136,30 @@ def load_final_model(backbone: Any, final_dir: Path, vocab: int) -> nn.Module:
 # ----------------------------------------------------------------------------- final save
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=1, sort_keys=True, default=str)
 
 
 def save_final(ctx: StageContext, plan: StagePlan, trainer: Any) -> Path:
     """``<stage>/final``: ``save_pretrained`` model, tokenizer, ``embedder.json``, ``pooler.safetensors``.
 
     Written into ``final.tmp`` and renamed; every rank calls it (FSDP2 gathers the weights)."""
-    from conan_core.backbones.hf import HFDecoder
-    from conan_core.embedder import quiet_transformers
-
     full = D.full_model_state(trainer.raw, "fsdp") if trainer.parallel == "fsdp" else None
     final = ctx.stage_dir / "final"
     if ctx.env.is_main:
         tmp = ctx.stage_dir / "final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        _write_final(ctx, plan, full, tmp)
+        publish_dir(tmp, final)
+    D.barrier(ctx.env)
+    return final
+
+
+def _write_final(ctx: StageContext, plan: StagePlan, full: dict | None, tmp: Path) -> None:
+    from conan_core.backbones.hf import HFDecoder
+    from conan_core.embedder import quiet_transformers
+
+    with writing(tmp):
         model = plan.model
         with quiet_transformers():  # no "Writing model shards" bar
             if full is not None:  # sharded weights: save the gathered full copy
@@ -177,11 +179,6 @@ def save_final(ctx: StageContext, plan: StagePlan, trainer: Any) -> Path:
             else:
                 pstate = plan.pooler.state_dict()
             save_file({k: v.detach().to("cpu").contiguous() for k, v in pstate.items()}, str(tmp / "pooler.safetensors"))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    D.barrier(ctx.env)
-    return final
 
 
 def embedder_settings(ctx: StageContext, pooler_spec: dict, mask_spec: dict, alpha: float, loss: nn.Module,

@@ -35,8 +35,14 @@ def innermost_loss(spec: Any) -> str:
 
 def build(ctx: StageContext) -> StagePlan:
     from conan_core.registries import REGISTRIES
-    from conan_core.train.data import (SupervisedStream, build_source, file_hash, source_spec, sts_loader,
-                                       supervised_pairs_loader)
+    from conan_core.train.data import (
+        SupervisedStream,
+        build_source,
+        file_hash,
+        source_spec,
+        sts_loader,
+        supervised_pairs_loader,
+    )
     from conan_core.train.objectives import EmbeddingObjective
 
     cfg, c = ctx.cfg, ctx.cfg.supervised

@@ -19,8 +19,14 @@ from typing import Any
 import torch
 
 from conan_core.train import distributed as D
-from conan_core.train.stages.common import (StageContext, StagePlan, embedder_settings, hidden_size, start_model,
-                                            write_json_atomic)
+from conan_core.train.stages.common import (
+    StageContext,
+    StagePlan,
+    embedder_settings,
+    hidden_size,
+    start_model,
+    write_json_atomic,
+)
 
 log = logging.getLogger("conan_core.train")
 
