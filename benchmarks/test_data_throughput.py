@@ -2,7 +2,7 @@
 
 Pipeline (what pretraining runs): TextShards (sha256 verified, shuffle buffer 1000) ->
 tokenise with a byte-level BPE tokenizer trained here on the same data with the ``tokenizers``
-library (vocab 2000) -> pack into rows of 128 tokens with EOS and segment ids -> batches of 16 rows
+library (vocab 2000) -> the pretraining packer (PackedLMBatches): batches of 16 rows of 128 tokens with segment ids
 stacked into LongTensor [16, 128]. Everything runs in one process on one thread, so the ratio is
 per core: with N DataLoader workers the data side scales N-fold.
 
@@ -28,11 +28,10 @@ import time
 import pytest
 import torch
 
-from conan_core.data.batching import task_batches
-from conan_core.data.packing import pack
+from conan_core.data.loader import Map
+from conan_core.data.packing import PackedLMBatches
 from conan_core.data.shards import write_shards
 from conan_core.registries import REGISTRIES
-from conan_core.sources.reader import Map
 
 FULL = os.environ.get("CONAN_BENCH_FULL", "") not in ("", "0")
 SEQ_LEN = 128
@@ -72,25 +71,28 @@ def _train_tokenizer(texts: list[str]):
 
 
 class _Encode:
-    """Picklable tokenising function for Map (runs in DataLoader workers too)."""
+    """Picklable tokenising function for Map (runs in DataLoader workers too): the item format of
+    the pretraining packer, each document ending with EOS."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, eos: int):
         self.tokenizer = tokenizer
+        self.eos = eos
 
-    def __call__(self, sample: dict) -> list[int]:
-        return self.tokenizer.encode(sample["text"]).ids
+    def __call__(self, sample: dict) -> dict:
+        return {"ids": self.tokenizer.encode(sample["text"]).ids + [self.eos],
+                "key": (sample["__url__"], sample["__key__"])}
 
 
-def _stack(rows: list) -> torch.Tensor:
-    return torch.stack([ids for ids, _ in rows])
+def _input_ids(batch: dict) -> torch.Tensor:
+    return batch["input_ids"]
 
 
 def _pipeline(path: str, tokenizer, eos: int, shuffle: bool):
+    """The packer pretraining uses (``conan_core.data.packing.PackedLMBatches``)."""
     source = REGISTRIES["sources"].build({"type": "text_shards", "path": path,
                                          "shuffle_buffer": 1000 if shuffle else 0,
                                          "shuffle_shards": shuffle}, seed=0)
-    rows = pack(Map(source, _Encode(tokenizer)), SEQ_LEN, eos_id=eos)
-    return Map(task_batches(rows, BATCH, key=None), _stack)
+    return Map(PackedLMBatches(Map(source, _Encode(tokenizer, eos)), BATCH, SEQ_LEN), _input_ids)
 
 
 class _TinyLM(torch.nn.Module):
@@ -167,7 +169,7 @@ def test_data_throughput_vs_tiny_model(setup, benchmark):
         benchmark.extra_info.update({
             "anchor": "tiny_lm_d64_2layers (Embedding 2000x64, 2x TransformerEncoderLayer d64 h4 ff256, "
                       "tied head, CE, AdamW; fp32 CPU, 1 thread)",
-            "pipeline": "text_shards(verify, buffer 1000) -> tokenizers BPE(2000) -> pack(128) -> batch(16)",
+            "pipeline": "text_shards(verify, buffer 1000) -> tokenizers BPE(2000) -> PackedLMBatches(16 x 128)",
             "data_tokens_per_s": round(data_rate), "model_tokens_per_s": round(model_rate),
             "ratio": round(ratio, 2), "target_ratio": 10.0,
         })

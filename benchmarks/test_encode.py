@@ -42,10 +42,7 @@ ROUNDS = 5 if FULL else 3
 BATCH = 32
 TOP_K = 100
 
-_spec = importlib.util.spec_from_file_location(
-    "tiny_run", Path(__file__).resolve().parent.parent / "tests" / "tiny_run.py")
-tiny_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_run)
+from tests import utils as tiny_run
 
 
 def mixed_texts(n: int, seed: int = 0) -> list[str]:

@@ -70,8 +70,8 @@ def gradcache_setup(short: bool) -> dict:
         "model": TinyEncoder(),
         "q": {"ids": torch.randint(0, 2000, (batch, length))},
         "p": {"ids": torch.randint(0, 2000, (batch, length))},
-        "plain": REGISTRIES["losses"].build("info_nce"),
-        "cached": REGISTRIES["losses"].build({"type": "cached", "mini_batch_size": chunk}),
+        "plain": REGISTRIES["contrastive_losses"].build("info_nce"),
+        "cached": REGISTRIES["contrastive_losses"].build({"type": "cached", "mini_batch_size": chunk}),
         "sizes": {"batch": batch, "mini_batch_size": chunk, "seq_len": length},
     }
 
@@ -85,8 +85,10 @@ def gradcache_plain(s: dict) -> torch.Tensor:
 
 
 def gradcache_cached(s: dict) -> torch.Tensor:
+    from conan_core.train.grad_cache import grad_cache_step
+
     s["model"].zero_grad(set_to_none=True)
-    return s["cached"](s["model"], s["q"], s["p"]).loss
+    return grad_cache_step(s["cached"], s["model"], s["q"], s["p"], chunk=s["cached"].grad_cache_chunk).loss
 
 
 # ----------------------------------------------------------------------------- chunked vs full CE
@@ -100,7 +102,7 @@ def ce_setup(short: bool) -> dict:
         "hidden": (torch.randn(1, tokens + 1, hidden) / hidden ** 0.5).requires_grad_(True),
         "weight": torch.randn(vocab, hidden).requires_grad_(True),
         "labels": torch.randint(0, vocab, (1, tokens + 1)),
-        "chunked": REGISTRIES["losses"].build({"type": "causal_lm", "chunk_size": chunk}),
+        "chunked": REGISTRIES["lm_losses"].build({"type": "causal_lm", "chunk_size": chunk}),
         "sizes": {"tokens": tokens, "vocab": vocab, "hidden": hidden, "chunk_size": chunk},
     }
 

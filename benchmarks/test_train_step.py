@@ -80,7 +80,8 @@ def hand_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict):
 
 
 def test_trainer_step_vs_hand_loops(benchmark, tmp_path):
-    from conan_core.train.loop import Trainer, TrainerOptions
+    from conan_core.config import StageConfig
+    from conan_core.train.loop import RunFlags, Trainer
     from conan_core.train.objectives import CausalLMObjective
 
     batch = make_batch()
@@ -94,7 +95,7 @@ def test_trainer_step_vs_hand_loops(benchmark, tmp_path):
 
     # correctness first: the trainer's loss on the untouched weights vs float64 and vs the anchor
     objective = CausalLMObjective(ours, REGISTRIES["masks"].build({"type": "causal"}),
-                                  REGISTRIES["losses"].build({"type": "causal_lm"}))
+                                  REGISTRIES["lm_losses"].build({"type": "causal_lm"}))
     ref = ConanForCausalLM(config).double()
     ref.load_state_dict(ours.state_dict())
     with torch.no_grad():
@@ -105,10 +106,11 @@ def test_trainer_step_vs_hand_loops(benchmark, tmp_path):
     assert abs(anchor - want) < 1e-4 * max(1.0, abs(want)), (anchor, want)
 
     steps = 10 * ROUNDS + 10
-    opts = TrainerOptions(stage="bench", steps=steps, lr=1e-3, warmup_ratio=0.0, lr_decay="constant",
-                          weight_decay=0.001, max_grad_norm=1.0, checkpoint_every=steps, precision="fp32",
-                          progress=False, resume=False)
-    trainer = Trainer(objective, SameBatch(batch), opts, tmp_path / "bench")
+    settings = StageConfig(steps=steps, lr=1e-3, warmup_ratio=0.0, lr_decay="constant", weight_decay=0.001,
+                           max_grad_norm=1.0, checkpoint_every=steps)
+    trainer = Trainer(objective, SameBatch(batch), settings, tmp_path / "bench", name="bench",
+                      optimizer=REGISTRIES["optimizers"].build("adamw"), precision="fp32",
+                      flags=RunFlags(progress=False, resume=False))
     counter = iter(range(1, steps + 1))
     rows = {"trainer": lambda: trainer.train_step(next(counter)).loss,
             "hand": hand_step(hand, optimizer_for(hand), batch),

@@ -20,7 +20,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_dhnm": ["supervised.miner={type: static}"],
     "dhnm_v1": ["supervised.miner={type: dynamic_v1, interval: 10}"],
     "no_clr": ["supervised.tasks=[retrieval, classification]"],
-    "cbb": ["supervised.loss={type: cbb}"],                   # v1 cross-GPU batch balance instead of MRL InfoNCE
+    "cbb": ["supervised.loss={type: cbb}", "supervised.sts_weight=0.8"],  # v1: InfoNCE_cbb + 0.8 CoSENT
 }
 
 # (evaluator, metric, column title) shown in the table

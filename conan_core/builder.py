@@ -1,9 +1,12 @@
-"""build_pipeline(cfg): straight-line assembly of every component a run names.
+"""The one place a run's YAML becomes objects.
 
-Reads top to bottom: the backbone, then each stage's components in recipe order. Components that
-need data (sources, the miner's candidate pool) or a trained model are built by the stage runner
-at stage start from the same specs; everything else is built here, so a wrong key or field fails
-before any data is read or any directory is created.
+:func:`build_stage` builds one training stage's components (mask, loss, STS loss, pooler,
+optimizer factory, miner plan) and :func:`build_pipeline` every stage's plus the backbone and the
+evaluators. ``conan run`` checks a config with :func:`build_pipeline` before writing anything,
+``--dry-run`` describes what it returns, and the stage runners (:mod:`conan_core.train.stages`)
+train with exactly what :func:`build_stage` returns: a stage only wires the model and the data.
+Components that need data (sources, the miner's candidate pool) are built by the stage from the
+specs kept here.
 """
 
 from __future__ import annotations
@@ -11,98 +14,144 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from conan_core.config import RunConfig
+from conan_core.config import STAGES, RunConfig
 from conan_core.registries import REGISTRIES
+
+#: the registry kind of each stage's ``loss`` slot (the slot's type in the config, too)
+LOSS_KINDS = {"pretrain": "lm_losses", "sft": "lm_losses", "weak": "contrastive_losses",
+              "supervised": "contrastive_losses"}
 
 
 @dataclass
-class StagePlan:
-    """The components of one training stage, built from its config."""
+class MinerPlan:
+    """The supervised stage's miner: its resolved spec and the stage values it is built with
+    (``num_negatives`` and ``seed`` are runtime arguments of every miner, never read from its
+    config); the stage adds the candidate pool, the rank and whether the pool is a ranked search."""
+
+    spec: dict
+    num_negatives: int
+    seed: int
+
+    def build(self, *, pool: Any, rank: int = 0, ranked_pool: bool = True) -> Any:
+        """The miner, seeded per rank (``seed + rank``) so ranks draw different negatives."""
+        return REGISTRIES["miners"].build(self.spec, "supervised.miner", pool=pool, num_negatives=self.num_negatives,
+                                          seed=self.seed + rank, ranked_pool=ranked_pool)
+
+    def describe(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in self.spec.items() if k != "type")
+        return f"{self.spec['type']}(num_negatives={self.num_negatives}{', ' + fields if fields else ''})"
+
+
+@dataclass
+class StageComponents:
+    """What one stage trains with (built by :func:`build_stage`).
+
+    ``config`` is the stage's config section (the loop reads its steps, lr, accumulation ...);
+    ``optimizer`` a factory (``optimizer.build(named_parameters, lr, weight_decay)``); ``pooler``,
+    ``sts_loss`` and ``miner`` are None where the stage has none.
+    """
 
     name: str
     config: Any
-    optimizer: Any
     mask: Any
     loss: Any
+    optimizer: Any
     pooler: Any = None
     sts_loss: Any = None
-    miner_spec: dict | None = None
-    source_spec: dict | None = None
+    miner: MinerPlan | None = None
+    specs: dict[str, Any] = field(default_factory=dict)
+
+    def alpha(self, step: int) -> float:
+        """The mask's alpha at optimizer step ``step`` (1-based) of this stage's schedule."""
+        return self.mask.alpha(step, self.config.steps)
+
+    def describe(self) -> str:
+        """One line: every component with the fields that differ from its defaults."""
+        parts = [f"{slot}={_describe(spec)}" for slot, spec in self.specs.items()]
+        if self.miner is not None:
+            parts.append(f"miner={self.miner.describe()}")
+        c = self.config
+        if self.sts_loss is not None:
+            parts.append(f"sts_weight={c.sts_weight}")
+        parts.append(f"steps={c.steps}, batch={c.batch_size}x{c.grad_accum}, lr={c.lr}")
+        return f"{self.name}: " + ", ".join(parts)
+
+
+def build_stage(cfg: RunConfig, name: str, hidden_size: int) -> StageComponents:
+    """Every component of stage ``name`` of ``cfg`` (``hidden_size``: the model's width, for poolers).
+
+    Built in a fixed order (pooler, mask, loss, STS loss, optimizer), so a trainable pooler's
+    initialisation draws the same random numbers in every run.
+    """
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}")
+    c = getattr(cfg, name)
+    specs: dict[str, Any] = {}
+    pooler = None
+    if hasattr(c, "pooler"):
+        pooler = REGISTRIES["poolers"].build(c.pooler, f"{name}.pooler", hidden_size=hidden_size)
+        specs["pooler"] = REGISTRIES["poolers"].resolve(c.pooler)
+    mask = REGISTRIES["masks"].build(c.mask, f"{name}.mask")
+    specs["mask"] = REGISTRIES["masks"].resolve(c.mask)
+    loss = REGISTRIES[LOSS_KINDS[name]].build(c.loss, f"{name}.loss")
+    specs["loss"] = REGISTRIES[LOSS_KINDS[name]].resolve(c.loss)
+    sts_loss = None
+    miner = None
+    if name == "supervised":
+        if c.sts_loss is not None:
+            sts_loss = REGISTRIES["pair_losses"].build(c.sts_loss, "supervised.sts_loss")
+            specs["sts_loss"] = REGISTRIES["pair_losses"].resolve(c.sts_loss)
+        if c.num_negatives > 0:
+            miner = MinerPlan(REGISTRIES["miners"].resolve(c.miner), c.num_negatives, cfg.seed)
+    optimizer = REGISTRIES["optimizers"].build(c.optimizer, f"{name}.optimizer")
+    specs["optimizer"] = REGISTRIES["optimizers"].resolve(c.optimizer)
+    return StageComponents(name=name, config=c, mask=mask, loss=loss, optimizer=optimizer, pooler=pooler,
+                           sts_loss=sts_loss, miner=miner, specs=specs)
+
+
+def build_backbone(cfg: RunConfig) -> Any:
+    """The backbone factory of ``cfg.model`` (``backbone.build(vocab_size)`` makes the model)."""
+    return REGISTRIES["backbones"].build(cfg.model, "model")
 
 
 @dataclass
 class Pipeline:
+    """Every stage's components (:func:`build_stage`), the backbone and the evaluators of a run."""
+
     config: RunConfig
     backbone: Any
     hidden_size: int
-    stages: dict[str, StagePlan] = field(default_factory=dict)
+    stages: dict[str, StageComponents] = field(default_factory=dict)
     evaluators: list = field(default_factory=list)
 
     def describe(self) -> str:
-        """One line per stage: the component keys it uses."""
+        """One line per stage: what it trains with (what the stage runners build, exactly)."""
         lines = [f"backbone: {self.config.model['type']} (hidden {self.hidden_size})"]
-        for name, plan in self.stages.items():
-            parts = [f"mask={type(plan.mask).__name__}", f"loss={type(plan.loss).__name__}"]
-            if plan.pooler is not None:
-                parts.append(f"pooler={type(plan.pooler).__name__}")
-            if plan.sts_loss is not None:
-                parts.append(f"sts_loss={type(plan.sts_loss).__name__}")
-            if plan.miner_spec is not None:
-                parts.append(f"miner={plan.miner_spec['type']}")
-            lines.append(f"{name}: " + ", ".join(parts))
+        lines += [stage.describe() for stage in self.stages.values()]
         if self.evaluators:
             lines.append("eval: " + ", ".join(type(e).__name__ for e in self.evaluators))
         return "\n".join(lines)
 
 
 def build_pipeline(cfg: RunConfig) -> Pipeline:
-    """Instantiate every component of ``cfg`` that needs neither data nor weights."""
-    backbone = REGISTRIES["backbones"].build(cfg.model, "model")
+    """The backbone factory, every enabled stage's components and the evaluators of ``cfg``."""
+    backbone = build_backbone(cfg)
     hidden = int(backbone.config.hidden_size)
     pipe = Pipeline(config=cfg, backbone=backbone, hidden_size=hidden)
-
-    if cfg.pretrain.enabled:
-        c = cfg.pretrain
-        pipe.stages["pretrain"] = StagePlan(
-            "pretrain", c,
-            optimizer=REGISTRIES["optimizers"].build(c.optimizer, "pretrain.optimizer"),
-            mask=REGISTRIES["masks"].build(c.mask, "pretrain.mask"),
-            loss=REGISTRIES["losses"].build(c.loss, "pretrain.loss"),
-            source_spec=c.source)
-
-    if cfg.sft.enabled:
-        c = cfg.sft
-        pipe.stages["sft"] = StagePlan(
-            "sft", c,
-            optimizer=REGISTRIES["optimizers"].build(c.optimizer, "sft.optimizer"),
-            mask=REGISTRIES["masks"].build(c.mask, "sft.mask"),
-            loss=REGISTRIES["losses"].build(c.loss, "sft.loss"),
-            source_spec=c.source)
-
-    if cfg.weak.enabled:
-        c = cfg.weak
-        pipe.stages["weak"] = StagePlan(
-            "weak", c,
-            optimizer=REGISTRIES["optimizers"].build(c.optimizer, "weak.optimizer"),
-            mask=REGISTRIES["masks"].build(c.mask, "weak.mask"),
-            loss=REGISTRIES["losses"].build(c.loss, "weak.loss"),
-            pooler=REGISTRIES["poolers"].build(c.pooler, "weak.pooler", hidden_size=hidden),
-            source_spec=c.source)
-
-    if cfg.supervised.enabled:
-        c = cfg.supervised
-        pipe.stages["supervised"] = StagePlan(
-            "supervised", c,
-            optimizer=REGISTRIES["optimizers"].build(c.optimizer, "supervised.optimizer"),
-            mask=REGISTRIES["masks"].build(c.mask, "supervised.mask"),
-            loss=REGISTRIES["losses"].build(c.loss, "supervised.loss"),
-            pooler=REGISTRIES["poolers"].build(c.pooler, "supervised.pooler", hidden_size=hidden),
-            sts_loss=(REGISTRIES["losses"].build(c.sts_loss, "supervised.sts_loss")
-                      if c.sts_loss is not None else None),
-            miner_spec=REGISTRIES["miners"].resolve(c.miner),
-            source_spec=c.source)
-
+    for name in STAGES:
+        if getattr(cfg, name).enabled:
+            pipe.stages[name] = build_stage(cfg, name, hidden)
     if cfg.eval.enabled:
         pipe.evaluators = [REGISTRIES["evaluators"].build(spec, f"eval.evaluators[{i}]")
                            for i, spec in enumerate(cfg.eval.evaluators)]
     return pipe
+
+
+def _describe(spec: dict) -> str:
+    """``key`` or ``key(field=value, ...)`` with nested specs described the same way."""
+    fields = []
+    for k, v in spec.items():
+        if k == "type":
+            continue
+        fields.append(f"{k}={_describe(v) if isinstance(v, dict) and 'type' in v else v}")
+    return spec["type"] + (f"({', '.join(fields)})" if fields else "")

@@ -22,7 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from conan_core.errors import ConanError, ConfigError, ConfigIssue, close_matches
-from conan_core.registry import component_field, nested_kind, pydantic_issues
+from conan_core.registry import pydantic_issues
+from conan_core.slots import component_field, field_at, map_slots, nested_kind, section_class, walk_slots
 
 PRESET_PACKAGE = "conan_core.presets"
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -81,7 +82,7 @@ class StageConfig(Section):
 
 
 class PretrainConfig(StageConfig):
-    loss: dict[str, Any] = component_field("losses", "causal_lm")
+    loss: dict[str, Any] = component_field("lm_losses", "causal_lm")
     packing: bool = Field(True, description="pack documents into full sequences (document mask keeps them apart)")
     mask: dict[str, Any] = component_field("masks", "document")
 
@@ -89,7 +90,7 @@ class PretrainConfig(StageConfig):
 class SFTConfig(StageConfig):
     lr: float = Field(2e-5, gt=0)
     warmup_ratio: float = Field(0.02, ge=0, lt=1)
-    loss: dict[str, Any] = component_field("losses", "causal_lm")
+    loss: dict[str, Any] = component_field("lm_losses", "causal_lm")
 
 
 class EmbeddingStageConfig(StageConfig):
@@ -99,7 +100,7 @@ class EmbeddingStageConfig(StageConfig):
 
 class WeakConfig(EmbeddingStageConfig):
     mask: dict[str, Any] = component_field("masks", {"type": "soft", "schedule": {"type": "linear"}})
-    loss: dict[str, Any] = component_field("losses", "info_nce")
+    loss: dict[str, Any] = component_field("contrastive_losses", "info_nce")
     teacher_min_score: float | None = Field(
         0.4, description="drop pairs a teacher embedder scores below this (RECIPE §2.3); None keeps all")
     teacher: str | None = Field(None, description="teacher model dir; None = the pretrained model itself")
@@ -115,8 +116,10 @@ class MineConfig(Section):
 class SupervisedConfig(EmbeddingStageConfig):
     mask: dict[str, Any] = component_field("masks", "bidirectional")
     loss: dict[str, Any] = component_field(
-        "losses", {"type": "matryoshka", "loss": {"type": "info_nce"}})
-    sts_loss: dict[str, Any] | None = component_field("losses", "cosent")
+        "contrastive_losses", {"type": "matryoshka", "loss": {"type": "info_nce"}})
+    sts_loss: dict[str, Any] | None = component_field("pair_losses", "cosent")
+    sts_weight: float = Field(1.0, ge=0, description="weight of the STS loss added to the contrastive loss "
+                              "(v1's batch-balance objective: 0.8)")
     miner: dict[str, Any] = component_field("miners", "dynamic_v2")
     num_negatives: int = Field(7, ge=0, description="hard negatives per query (RECIPE §2.4)")
     batch_size: int = Field(4, gt=0, description="queries per retrieval batch (RECIPE §2.4)")
@@ -172,24 +175,6 @@ STAGES = ("pretrain", "sft", "weak", "supervised")
 
 # ----------------------------------------------------------------------------- validation
 
-def component_slots(model: BaseModel, prefix: str = ""):
-    """Yield (path, kind, value) for every component slot in a validated config tree."""
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        path = f"{prefix}.{name}" if prefix else name
-        kind = nested_kind(info)
-        if kind is not None:
-            if value is None:
-                continue
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    yield f"{path}[{i}]", kind, item
-            else:
-                yield path, kind, value
-        elif isinstance(value, BaseModel):
-            yield from component_slots(value, path)
-
-
 def validate_dict(raw: Any, source: str | None = None) -> tuple[RunConfig | None, list[ConfigIssue]]:
     """Both validation phases; returns the config (None when invalid) and every issue found."""
     from conan_core.registries import REGISTRIES
@@ -201,37 +186,13 @@ def validate_dict(raw: Any, source: str | None = None) -> tuple[RunConfig | None
     except ValidationError as exc:
         issues = pydantic_issues(exc, "", RunConfig)
         # phase 2 still runs on the component slots that are present, so a file shows all errors
-        for path, kind, value in _raw_slots(raw):
-            issues.extend(REGISTRIES[kind].validate(value, path)[1])
+        for slot in walk_slots(RunConfig, raw):
+            issues.extend(REGISTRIES[slot.kind].validate(slot.value, slot.path)[1])
         return None, _dedupe(issues)
     issues = []
-    for path, kind, value in component_slots(cfg):
-        issues.extend(REGISTRIES[kind].validate(value, path)[1])
+    for slot in walk_slots(RunConfig, cfg.model_dump()):
+        issues.extend(REGISTRIES[slot.kind].validate(slot.value, slot.path)[1])
     return (None if issues else cfg), issues
-
-
-def _raw_slots(raw: dict):
-    """Component slots found in a raw (structurally invalid) dict, by walking the schema."""
-    def walk(model_cls: type[BaseModel], data: Any, prefix: str):
-        if not isinstance(data, dict):
-            return
-        for name, info in model_cls.model_fields.items():
-            if name not in data:
-                continue
-            path = f"{prefix}.{name}" if prefix else name
-            kind = nested_kind(info)
-            value = data[name]
-            if kind is not None:
-                if isinstance(value, list):
-                    for i, item in enumerate(value):
-                        yield f"{path}[{i}]", kind, item
-                elif value is not None:
-                    yield path, kind, value
-                continue
-            ann = info.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                yield from walk(ann, value, path)
-    yield from walk(RunConfig, raw, "")
 
 
 def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
@@ -342,7 +303,7 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
 
 
 def _field_info(schema: Any, node: dict, name: str):
-    """The pydantic FieldInfo of ``name`` under ``schema`` (a model class or a registry kind)."""
+    """The pydantic FieldInfo of ``name`` under ``schema`` (a section class or a registry kind)."""
     if isinstance(schema, str):  # inside a component spec: its Config class owns the fields
         from conan_core.registries import REGISTRIES
 
@@ -351,23 +312,18 @@ def _field_info(schema: Any, node: dict, name: str):
         if not isinstance(key, str) or key not in reg.keys():
             return None
         try:
-            return reg.config_class(key).model_fields.get(name)
+            return field_at(reg.config_class(key), name)
         except ConanError:
             return None
-    if isinstance(schema, type) and issubclass(schema, BaseModel):
-        return schema.model_fields.get(name)
-    return None
+    return field_at(schema, name) if isinstance(schema, type) else None
 
 
 def _child_schema(schema: Any, node: dict, name: str) -> Any:
+    """What owns the fields one level down: a registry kind (a slot) or a section class."""
     info = _field_info(schema, node, name)
     if info is None:
         return None
-    kind = nested_kind(info)
-    if kind is not None:
-        return kind
-    ann = info.annotation
-    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return nested_kind(info) or section_class(info)
 
 
 def _default_of(schema: Any, node: dict, name: str) -> Any:
@@ -394,20 +350,7 @@ def resolve(cfg: RunConfig) -> dict:
     """The config as a plain dict with every default filled in, component specs included."""
     from conan_core.registries import REGISTRIES
 
-    def walk(model: BaseModel) -> dict:
-        out = {}
-        for name, info in type(model).model_fields.items():
-            value = getattr(model, name)
-            kind = nested_kind(info)
-            if kind is not None and value is not None:
-                reg = REGISTRIES[kind]
-                value = [reg.resolve(v) for v in value] if isinstance(value, list) else reg.resolve(value)
-            elif isinstance(value, BaseModel):
-                value = walk(value)
-            out[name] = value
-        return out
-
-    return walk(cfg)
+    return map_slots(RunConfig, cfg.model_dump(), lambda kind, value: REGISTRIES[kind].resolve(value))
 
 
 def dump_config(cfg: RunConfig, path: str | Path) -> Path:

@@ -39,24 +39,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from conan_core.errors import ConanError
+from conan_core.tokenizer.text import INSTRUCT, PASSAGE, QUERY, format_query  # noqa: F401  (re-exported)
 
 #: Stages that can provide an embedder, most trained first (Embedder.load on a run picks the first done).
 STAGE_ORDER = ("supervised", "weak", "sft", "pretrain")
 EMBEDDER_FILE = "embedder.json"
 POOLER_WEIGHTS = "pooler.safetensors"
-INSTRUCT, QUERY, PASSAGE = "<instruct>", "<query>", "<passage>"
 
 
 class EmbedderLoadError(ConanError, FileNotFoundError):
     """A path that holds no loadable model (the message says what was looked for)."""
-
-
-def format_query(text: str, instruction: str | None) -> str:
-    """The model input of a query: ``"<instruct>{instruction}<query>{text}"``, or ``text`` when the
-    instruction is empty or None (no markers, as for documents)."""
-    if not instruction:
-        return text
-    return f"{INSTRUCT}{instruction}{QUERY}{text}"
 
 
 @dataclass

@@ -1,19 +1,21 @@
 """Every registry and every built-in key: the one list (style rule 2: declare, don't register).
 
 Each line maps a key to a lazy ``"module:Class"`` target; the key is the file name. Nothing here
-imports a component: ``REGISTRIES[kind].get(key)`` does, on first use.
+imports a component: ``REGISTRIES[kind].get(key)`` does, on first use. A kind is one contract: its
+base class's methods are what the trainer calls (losses are three kinds because they have three
+call shapes).
 """
 
 from __future__ import annotations
 
-from conan_core.registry import Registry
+from conan_core.registry import Registry, RegistrySet
 
 
 def _keys(package: str, classes: dict[str, str]) -> dict[str, str]:
     return {key: f"{package}.{key}:{cls}" for key, cls in classes.items()}
 
 
-REGISTRIES: dict[str, Registry] = {
+REGISTRIES: RegistrySet = RegistrySet({
     "masks": Registry("masks", "conan_core.masks.base:Mask", _keys("conan_core.masks", {
         "causal": "CausalMask",
         "bidirectional": "BidirectionalMask",
@@ -48,14 +50,20 @@ REGISTRIES: dict[str, Registry] = {
         "weighted_mean": "WeightedMeanPooler",
         "latent_attention": "LatentAttentionPooler",
     }), "hidden states [B, L, H] -> embeddings [B, H]"),
-    "losses": Registry("losses", "conan_core.losses.base:Loss", _keys("conan_core.losses", {
+    "lm_losses": Registry("lm_losses", "conan_core.losses.base:LMLoss", _keys("conan_core.losses", {
         "causal_lm": "CausalLMLoss",
+    }), "next-token losses: forward(hidden [B,L,H], weight [V,H], labels [B,L])"),
+    "contrastive_losses": Registry("contrastive_losses", "conan_core.losses.base:ContrastiveLoss",
+                                   _keys("conan_core.losses", {
         "info_nce": "InfoNCELoss",
-        "cosent": "CoSENTLoss",
         "matryoshka": "MatryoshkaLoss",
         "cbb": "CBBLoss",
         "cached": "CachedLoss",
-    }), "training objectives"),
+    }), "embedding losses: forward(query [B,H], positive [B,H], negatives [B,n,H] | None, *, query_ids, "
+        "positive_ids, negative_ids)"),
+    "pair_losses": Registry("pair_losses", "conan_core.losses.base:PairLoss", _keys("conan_core.losses", {
+        "cosent": "CoSENTLoss",
+    }), "scored-pair (STS) losses: forward(e1 [S,H], e2 [S,H], scores [S])"),
     "miners": Registry("miners", "conan_core.miners.base:Miner", _keys("conan_core.miners", {
         "static": "StaticMiner",
         "dynamic_v2": "DynamicV2Miner",
@@ -80,15 +88,9 @@ REGISTRIES: dict[str, Registry] = {
         "cross_lingual": "CrossLingualEvaluator",
         "classification": "ClassificationEvaluator",
     }), "metrics of an embedder, each next to a BM25 reference"),
-}
+}, retired={"losses": "lm_losses, contrastive_losses or pair_losses (the kind whose forward the key implements)"})
 
 
 def registry(kind: str) -> Registry:
     """``REGISTRIES[kind]`` with an error that lists the kinds."""
-    try:
-        return REGISTRIES[kind]
-    except KeyError:
-        from conan_core.errors import ConfigIssue, UnknownKeyError, close_matches
-
-        raise UnknownKeyError([ConfigIssue("kind", "unknown registry kind", kind,
-                                           close_matches(kind, REGISTRIES), sorted(REGISTRIES))]) from None
+    return REGISTRIES.kind(kind)

@@ -14,17 +14,25 @@ A *component* is a plain class with a nested pydantic ``Config(ComponentConfig)`
 Config and returns the component. Nested components are config fields declared with
 :func:`component_field`; they are validated recursively (errors carry the dotted path) and built
 by their parent with ``REGISTRIES[kind].build(spec, ...)``.
+
+A kind is one contract: the base class's abstract methods (``forward`` of a loss, ``alpha`` of a
+schedule ...) are the calls the trainer makes. Resolving a key checks that its class can take
+exactly those calls (:func:`contract_problem`), so a plugin with another signature is refused by
+``conan validate`` and the conformance suite, never in the middle of training. The registries of
+all kinds form a :class:`RegistrySet` (``conan_core.registries.REGISTRIES``), through which nested
+specs of other kinds are resolved.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Generic, Iterator, Mapping, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from conan_core.errors import (  # noqa: F401  (re-exported)
     ConanError,
@@ -34,6 +42,7 @@ from conan_core.errors import (  # noqa: F401  (re-exported)
     UnknownKeyError,
     close_matches,
 )
+from conan_core.slots import component_field, map_slots, nested_kind, walk_slots  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
 
@@ -44,28 +53,6 @@ class ComponentConfig(BaseModel):
     """Base of every component's ``Config``: data only, unknown fields rejected, immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def component_field(kind: str, default: str | Mapping[str, Any] | None, *, description: str = "") -> Any:
-    """A config field holding a nested component spec ``{"type": KEY, **fields}`` of ``kind``.
-
-    ``default`` is a key (``"linear"``), a full spec, or None (slot empty unless set).
-    """
-    if isinstance(default, str):
-        default = {"type": default}
-    if default is None:
-        return Field(default=None, description=description, json_schema_extra={"registry": kind})
-    frozen = dict(default)
-    return Field(default_factory=lambda: dict(frozen), description=description,
-                 json_schema_extra={"registry": kind})
-
-
-def nested_kind(field_info: Any) -> str | None:
-    """The registry kind of a field declared with :func:`component_field`, else None."""
-    extra = getattr(field_info, "json_schema_extra", None)
-    if isinstance(extra, dict):
-        return extra.get("registry")
-    return None
 
 
 # ----------------------------------------------------------------------------- errors
@@ -140,14 +127,17 @@ class Registry(Generic[T]):
         self._base: type | None = None
         self._entries: dict[str, Entry] = {k: Entry(k, v) for k, v in builtins.items()}
         self._scanned = False
+        self.family: RegistrySet | None = None  # set by the RegistrySet holding this registry
 
     # -- discovery
     def _scan_plugins(self) -> None:
         if self._scanned:
             return
         self._scanned = True
-        if os.environ.get(PLUGIN_ENV, "").strip() not in ("", "0", "false", "False"):
+        if plugins_disabled():
             return
+        if self.family is not None:
+            self.family.scan_retired()
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=self.group):
@@ -190,8 +180,13 @@ class Registry(Generic[T]):
 
     def unknown_issue(self, key: Any, path: str) -> ConfigIssue:
         keys = self.keys()
-        return ConfigIssue(path=path, message=f"unknown {self.kind} key", value=key,
-                           suggestions=close_matches(str(key), keys), valid=keys)
+        message = f"unknown {self.kind} key"
+        other = self.family.kinds_with_key(key, exclude=self.kind) if self.family is not None else []
+        if other:  # a key of another kind in this slot: say which contract each side has
+            message += (f": {key!r} is a {' / '.join(other)} key, and this slot takes {self.kind} keys"
+                        + (f" ({self.description})" if self.description else ""))
+        return ConfigIssue(path=path, message=message, value=key,
+                           suggestions=[] if other else close_matches(str(key), keys), valid=keys)
 
     def get(self, key: str) -> type[T]:
         """The component class for ``key`` (imports it on first use)."""
@@ -220,7 +215,7 @@ class Registry(Generic[T]):
         conf = getattr(cls, "Config", None)
         if not (isinstance(conf, type) and issubclass(conf, ComponentConfig)):
             return f"{cls.__qualname__}.Config must subclass conan_core.registry.ComponentConfig"
-        return None
+        return contract_problem(self.base, cls, self.kind)
 
     def config_class(self, key: str) -> type[ComponentConfig]:
         return self.get(key).Config
@@ -253,21 +248,11 @@ class Registry(Generic[T]):
         except ValidationError as exc:
             issues.extend(pydantic_issues(exc, path, conf_cls))
         # nested component specs, validated whatever happened above so all errors show at once
-        for name, info in conf_cls.model_fields.items():
-            kind = nested_kind(info)
-            if kind is None:
-                continue
-            value = getattr(config, name) if config is not None else fields.get(name, _MISSING)
-            if value is _MISSING and info.is_required() is False:
-                value = info.get_default(call_default_factory=True)
-            if value is None or value is _MISSING:
-                continue
-            from conan_core.registries import REGISTRIES  # late: registries imports this module
-
-            items = value if isinstance(value, list) else [value]
-            for i, item in enumerate(items):
-                sub = _join(path, name) + (f"[{i}]" if isinstance(value, list) else "")
-                issues.extend(REGISTRIES[kind].validate(item, sub)[1])
+        data = config.model_dump() if config is not None else {
+            **{n: f.get_default(call_default_factory=True) for n, f in conf_cls.model_fields.items()
+               if nested_kind(f) is not None and not f.is_required()}, **fields}
+        for slot in walk_slots(conf_cls, data):
+            issues.extend(self.sibling(slot.kind).validate(slot.value, _join(path, slot.path))[1])
         return (config if not issues else None), issues
 
     def build(self, spec: Any, path: str = "", **runtime: Any) -> T:
@@ -290,21 +275,14 @@ class Registry(Generic[T]):
         config, issues = self.validate(spec)
         if issues:
             raise ConfigError(issues)
-        out = {"type": spec["type"]}
-        for name, info in type(config).model_fields.items():
-            value = getattr(config, name)
-            kind = nested_kind(info)
-            if kind is not None and value is not None:
-                from conan_core.registries import REGISTRIES
+        data = {"type": spec["type"], **_plain(config.model_dump())}
+        return map_slots(type(config), data, lambda kind, value: self.sibling(kind).resolve(value))
 
-                reg = REGISTRIES[kind]
-                value = [reg.resolve(v) for v in value] if isinstance(value, list) else reg.resolve(value)
-            elif isinstance(value, BaseModel):
-                value = value.model_dump(mode="json")
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[name] = value
-        return out
+    def sibling(self, kind: str) -> "Registry":
+        """The registry of ``kind`` in the same :class:`RegistrySet` (nested component specs)."""
+        if self.family is None:
+            raise PluginError(f"{self.kind}: nested {kind} specs need the registry to belong to a RegistrySet")
+        return self.family.kind(kind)
 
     def __contains__(self, key: str) -> bool:
         return key in self.keys()
@@ -313,7 +291,103 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, keys={len(self._entries)})"
 
 
-_MISSING = object()
+class RegistrySet(Mapping[str, Registry]):
+    """The registries of every kind, by kind name (``REGISTRIES["masks"]``).
+
+    ``retired`` maps kind names that no longer exist to what replaced them: asking for one, or a
+    plugin that still registers under its entry-point group, gets that hint.
+    """
+
+    def __init__(self, registries: Mapping[str, Registry], *, retired: Mapping[str, str] | None = None):
+        self._registries = dict(registries)
+        self.retired = dict(retired or {})
+        self._retired_scanned = False
+        for reg in self._registries.values():
+            reg.family = self
+
+    def __getitem__(self, kind: str) -> Registry:
+        return self._registries[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registries)
+
+    def __len__(self) -> int:
+        return len(self._registries)
+
+    def kind(self, kind: str) -> Registry:
+        """The registry of ``kind``; :class:`UnknownKeyError` listing the kinds (and the successor
+        of a retired kind) otherwise."""
+        if kind in self._registries:
+            return self._registries[kind]
+        message = "unknown registry kind"
+        if kind in self.retired:
+            message += f": {kind!r} was split into {self.retired[kind]}"
+        raise UnknownKeyError([ConfigIssue("kind", message, kind, close_matches(kind, self._registries),
+                                           sorted(self._registries))])
+
+    def kinds_with_key(self, key: Any, *, exclude: str = "") -> list[str]:
+        """Kinds (other than ``exclude``) that have ``key``, built-in keys first looked up."""
+        if not isinstance(key, str):
+            return []
+        return [name for name, reg in self._registries.items() if name != exclude and key in reg._entries]
+
+    def scan_retired(self) -> None:
+        """Warn once about plugins registering under a retired kind's entry-point group."""
+        if self._retired_scanned or plugins_disabled():
+            return
+        self._retired_scanned = True
+        from importlib.metadata import entry_points
+
+        for old, new in self.retired.items():
+            for ep in entry_points(group=f"conan_core.{old}"):
+                dist = getattr(ep, "dist", None)
+                who = f"{dist.name} {dist.version}" if dist is not None else "a plugin"
+                warnings.warn(f"conan_core: {who} registers {ep.name!r} under the retired entry-point group "
+                              f"conan_core.{old}; it is not loaded. Register it under conan_core.<kind> for "
+                              f"the kind it implements: {new}", stacklevel=3)
+
+
+def plugins_disabled() -> bool:
+    """Whether ``CONAN_DISABLE_PLUGINS`` turns plugin discovery off."""
+    return os.environ.get(PLUGIN_ENV, "").strip() not in ("", "0", "false", "False")
+
+
+def contract_problem(base: type, cls: type, kind: str) -> str | None:
+    """Why ``cls`` cannot be called as ``base``'s abstract methods are (the kind's contract), or None.
+
+    Each abstract method of ``base`` other than ``__init__`` is bound with the arguments its own
+    signature names: positional-or-keyword parameters passed by position, keyword-only ones by
+    name, as the trainer calls them. ``cls``'s method must accept that call and require nothing more.
+    """
+    for name in sorted(getattr(base, "__abstractmethods__", ())):
+        if name == "__init__":
+            continue
+        impl = getattr(cls, name, None)
+        if impl is None or getattr(impl, "__isabstractmethod__", False):
+            return f"{cls.__qualname__} does not implement {name}() of the {kind} contract"
+        want = inspect.signature(getattr(base, name))
+        args, kwargs = [], {}
+        for p in list(want.parameters.values())[1:]:  # without self
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                args.append(p.name)
+            elif p.kind == p.KEYWORD_ONLY:
+                kwargs[p.name] = p.name
+        try:
+            inspect.signature(impl).bind("self", *args, **kwargs)
+        except TypeError as exc:
+            shown = ", ".join([*args, *(f"{k}=" for k in kwargs)])
+            return (f"{cls.__qualname__}.{name}{inspect.signature(impl)} cannot take the {kind} contract's call "
+                    f"{name}({shown}) ({exc}); match {base.__qualname__}.{name}{want}")
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (a resolved spec is YAML/JSON data)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _join(path: str, name: str) -> str:

@@ -5,8 +5,12 @@ Use from a plugin's tests::
     from conan_core.testing import check_component
     check_component("mask_schedules", "example/exponential")
 
-``check_component`` builds the key from its default Config with :func:`conformance_runtime` and runs
-the check of its kind. The checks are small and run on CPU with fresh random inputs.
+``check_component`` builds the key from its default Config (plus what the class's
+``example_config(tmp_dir)`` hook provides for required fields, e.g. a source's data path) with the
+runtime arguments the trainer passes (:func:`conformance_runtime`), then runs its kind's check,
+which calls the component exactly as the trainer does. There is one check per kind and no check
+looks at the key, so a plugin is held to the same contract as the built-in keys. The checks are
+small and run on CPU with fresh random inputs.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from conan_core.registry import ComponentConfig
 
 
 def conformance_runtime(kind: str, tmp_dir=None) -> dict[str, Any]:
-    """Runtime keyword arguments a component of ``kind`` needs to be built for the checks."""
+    """Runtime keyword arguments a component of ``kind`` is built with for the checks: exactly the
+    ones the trainer passes (see each kind's base class)."""
     if kind == "poolers":
         return {"hidden_size": 16}
     if kind == "miners":
@@ -29,60 +34,33 @@ def conformance_runtime(kind: str, tmp_dir=None) -> dict[str, Any]:
 
         pool = {f"q{i}": [Candidate(f"d{i}_{r}", f"candidate {i} {r}", 0.9 - 0.01 * r, r)
                           for r in range(40)] for i in range(4)}
-        return {"pool": pool}
+        return {"pool": pool, "num_negatives": 3, "seed": 0, "ranked_pool": True}
     if kind == "sources":
         return {"rank": 0, "world_size": 1, "seed": 0}
     return {}
 
 
-def _fields_needing_values(kind: str, key: str, tmp_dir) -> dict[str, Any]:
-    """Config fields with no usable default (paths to data), filled with small real data."""
-    conf = REGISTRIES[kind].config_class(key)
-    required = [n for n, f in conf.model_fields.items() if f.is_required()]
+def example_fields(kind: str, key: str, tmp_dir) -> dict[str, Any]:
+    """Config fields the key cannot default (paths to data): what its class's
+    ``example_config(tmp_dir)`` hook returns after writing small real data into ``tmp_dir``."""
+    cls = REGISTRIES[kind].get(key)
+    required = [n for n, f in cls.Config.model_fields.items() if f.is_required()]
     if not required:
         return {}
+    hook = getattr(cls, "example_config", None)
+    if hook is None:
+        raise AssertionError(f"{kind}/{key} has required config fields {required} and no example_config(tmp_dir) "
+                             "classmethod to provide conformance data (see conan_core.sources.base.Source)")
     if tmp_dir is None:
         raise AssertionError(f"{kind}/{key} has required fields {required}: pass tmp_dir to check_component")
-    if kind == "sources":
-        return {"path": str(_sample_data(key, tmp_dir))}
-    if kind == "translators":
-        import json
-        from pathlib import Path
-
-        path = Path(tmp_dir) / "parallel.jsonl"
-        rows = [{"lang": "de", "text": "Datei öffnen", "en": "Open file"},
-                {"lang": "fr", "text": "Ouvrir le fichier", "en": "Open file"}]
-        path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-        return {"path": str(path)}
-    raise AssertionError(f"{kind}/{key}: no conformance data for required fields {required}")
-
-
-def _sample_data(key: str, tmp_dir):
     from pathlib import Path
 
-    from conan_core.data.shards import write_shards
-
-    out = Path(tmp_dir) / key
-    if key == "jsonl":
-        import json
-
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "data.jsonl"
-        path.write_text("\n".join(json.dumps({"text": f"line {i} of the sample file"}) for i in range(12)) + "\n")
-        return path
-    if key == "text_shards":
-        samples = [{"text": f"Sample text number {i}."} for i in range(12)]
-        write_shards(samples, out, kind="text", shard_size=5)
-    elif key == "pair_shards":
-        samples = [{"query": f"query {i}", "pos": f"passage {i}", "neg": [f"other {i}"], "task": "retrieval",
-                    "lang": "en"} for i in range(12)]
-        write_shards(samples, out, kind="pairs", shard_size=5)
-    elif key == "sts_shards":
-        samples = [{"s1": f"first {i}", "s2": f"second {i}", "score": float(i % 5)} for i in range(12)]
-        write_shards(samples, out, kind="sts", shard_size=5)
-    else:
-        raise AssertionError(f"sources/{key}: unknown source key, no conformance data")
-    return out
+    out = Path(tmp_dir) / kind / key.replace("/", "_")
+    out.mkdir(parents=True, exist_ok=True)
+    fields = dict(hook(out))
+    missing = [n for n in required if n not in fields]
+    assert not missing, f"{kind}/{key}: example_config() left required fields {missing} unset"
+    return fields
 
 
 # ----------------------------------------------------------------------------- kind checks
@@ -149,39 +127,73 @@ def _check_pooler(comp, key):
     assert out.shape == (3, 16) and torch.isfinite(out).all(), f"poolers/{key}: bad output"
 
 
-def _check_loss(comp, key):
-    torch.manual_seed(0)
-    if key == "causal_lm":
-        hidden = torch.randn(2, 6, 16, requires_grad=True)
-        out = comp(hidden, torch.randn(30, 16), torch.randint(0, 30, (2, 6)))
-    elif key == "cosent":
-        e1, e2 = torch.randn(6, 16, requires_grad=True), torch.randn(6, 16)
-        out = comp(e1, e2, torch.rand(6))
-    elif key == "cached":
-        lin = torch.nn.Linear(8, 16)
+def _finite_scalar(out, kind, key):
+    from conan_core.losses.base import LossOutput
 
-        def encode(batch):
-            return lin(batch["x"])
-        qx, px = {"x": torch.randn(4, 8)}, {"x": torch.randn(4, 8)}
-        out = comp(encode, qx, px)
-        assert lin.weight.grad is not None, "losses/cached must run its own backward"
-        assert math.isfinite(float(out.loss.detach()))
-        return
-    else:
-        q = torch.randn(4, 16, requires_grad=True)
-        out = comp(q, torch.randn(4, 16), torch.randn(4, 3, 16))
-    assert out.loss.ndim == 0 and math.isfinite(float(out.loss.detach())), f"losses/{key}: loss not a finite scalar"
+    assert isinstance(out, LossOutput), f"{kind}/{key}: forward must return a LossOutput, got {type(out).__name__}"
+    assert out.loss.ndim == 0 and math.isfinite(float(out.loss.detach())), f"{kind}/{key}: loss not a finite scalar"
+
+
+def _check_lm_loss(comp, key):
+    """As :class:`conan_core.train.objectives.CausalLMObjective` calls it."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 6, 16, requires_grad=True)
+    labels = torch.randint(0, 30, (2, 6))
+    labels[0, :2] = -100  # a prompt that is not counted
+    out = comp(hidden, torch.randn(30, 16), labels)
+    _finite_scalar(out, "lm_losses", key)
     out.loss.backward()
+    assert hidden.grad is not None and torch.isfinite(hidden.grad).all(), f"lm_losses/{key}: no finite gradient"
+
+
+def _check_contrastive_loss(comp, key):
+    """As :class:`conan_core.train.objectives.EmbeddingObjective` calls it, with and without hard
+    negatives (the ``in_batch`` miner gives none)."""
+    torch.manual_seed(0)
+    b, n, h = 4, 3, 16
+    for negatives in (torch.randn(b, n, h), None):
+        q = torch.randn(b, h, requires_grad=True)
+        ids = {"query_ids": torch.arange(b), "positive_ids": torch.arange(100, 100 + b),
+               "negative_ids": torch.arange(200, 200 + b * n).view(b, n) if negatives is not None else None}
+        out = comp(q, torch.randn(b, h), negatives, **ids)
+        _finite_scalar(out, "contrastive_losses", key)
+        if negatives is not None:
+            assert out.neg_scores is not None and tuple(out.neg_scores.shape) == (b, n), \
+                f"contrastive_losses/{key}: neg_scores must be [B, n] = [{b}, {n}] (the miner's input)"
+            assert out.neg_scores.dtype == torch.float32 and not out.neg_scores.requires_grad
+        out.loss.backward()
+        assert q.grad is not None and torch.isfinite(q.grad).all(), f"contrastive_losses/{key}: no finite gradient"
+    chunk = comp.grad_cache_chunk
+    assert chunk is None or (isinstance(chunk, int) and chunk > 0), f"contrastive_losses/{key}: bad grad_cache_chunk"
+    assert isinstance(comp.shared_queries, bool)
+
+
+def _check_pair_loss(comp, key):
+    """As :class:`conan_core.train.objectives.EmbeddingObjective` calls the STS loss."""
+    torch.manual_seed(0)
+    e1 = torch.randn(6, 16, requires_grad=True)
+    out = comp(e1, torch.randn(6, 16), torch.rand(6))
+    _finite_scalar(out, "pair_losses", key)
+    out.loss.backward()
+    assert e1.grad is not None and torch.isfinite(e1.grad).all(), f"pair_losses/{key}: no finite gradient"
 
 
 def _check_miner(comp, key):
+    """As :class:`conan_core.train.streams.SupervisedStream` calls it, step after step."""
     ids = ["q0", "q1"]
     negs = comp.negatives_for(ids)
-    assert len(negs) == 2
+    assert len(negs) == 2 and all(len(row) == comp.num_negatives for row in negs), \
+        f"miners/{key}: negatives_for must give num_negatives ({comp.num_negatives}) per example"
     n = len(negs[0])
     replaced = comp.observe(ids, torch.full((2, n), 0.5))
     assert replaced.shape == (2, n) and replaced.dtype == torch.bool
+    stats = comp.stats()
+    assert isinstance(stats, dict)
+    comp.reset_step_stats()
     state = comp.state_dict()
+    import json
+
+    json.dumps(state)  # JSON-serialisable: it lives in every checkpoint
     comp.load_state_dict(state)
 
 
@@ -224,7 +236,9 @@ CHECKS: dict[str, Callable[[Any, str], None]] = {
     "norms": _check_norm,
     "backbones": _check_backbone,
     "poolers": _check_pooler,
-    "losses": _check_loss,
+    "lm_losses": _check_lm_loss,
+    "contrastive_losses": _check_contrastive_loss,
+    "pair_losses": _check_pair_loss,
     "miners": _check_miner,
     "sources": _check_source,
     "translators": _check_translator,
@@ -238,7 +252,7 @@ def check_component(kind: str, key: str, tmp_dir=None) -> Any:
     reg = REGISTRIES[kind]
     cls = reg.get(key)
     assert issubclass(cls.Config, ComponentConfig)
-    fields = _fields_needing_values(kind, key, tmp_dir)
+    fields = example_fields(kind, key, tmp_dir)
     default = cls.Config(**fields)
     assert default.model_config.get("extra") == "forbid" and default.model_config.get("frozen")
     comp = reg.build({"type": key, **fields}, **conformance_runtime(kind, tmp_dir))

@@ -20,9 +20,7 @@ from conan_core.embedder import EmbedderLoadError, format_query, resolve_model_d
 from conan_core.errors import ConanError
 from conan_core.registries import REGISTRIES
 
-_spec = importlib.util.spec_from_file_location("tiny_run", Path(__file__).with_name("tiny_run.py"))
-tiny_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_run)
+from tests import utils as tiny_run
 SENTENCES = tiny_run.SENTENCES
 
 

@@ -18,9 +18,7 @@ import torch
 from conan_core import Embedder
 from conan_core.export import export_run
 
-_spec = importlib.util.spec_from_file_location("tiny_run", Path(__file__).with_name("tiny_run.py"))
-tiny_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_run)
+from tests import utils as tiny_run
 SENTENCES = tiny_run.SENTENCES
 
 

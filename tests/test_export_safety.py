@@ -18,9 +18,7 @@ from conan_core.cli import main
 from conan_core.export import ExportError, export_run
 from conan_core.export.writer import EXPORT_MARKER
 
-_spec = importlib.util.spec_from_file_location("tiny_run", Path(__file__).with_name("tiny_run.py"))
-tiny_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_run)
+from tests import utils as tiny_run
 
 
 @pytest.fixture(scope="module")

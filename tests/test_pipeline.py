@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow
+
 SHORT = ["data.demo_scale=0.15", "tokenizer.vocab_size=600", "pretrain.steps=12", "pretrain.checkpoint_every=5",
          "sft.steps=6", "weak.steps=8", "weak.checkpoint_every=4", "supervised.steps=6",
          "supervised.checkpoint_every=3", "mine.top_k=30"]

@@ -50,7 +50,9 @@ def toy(tmp_path, monkeypatch):
         "scale": "toy_components:Scale", "wrapper": "toy_components:Wrapper",
         "wrong_base": "toy_components:NotAComponent", "no_config": "toy_components:NoConfig",
         "missing": "toy_components_absent:Thing"})
-    monkeypatch.setitem(registries.REGISTRIES, "toy", reg)
+    # a kind of the test's own, added to the library's set for the duration of the test
+    monkeypatch.setitem(registries.REGISTRIES._registries, "toy", reg)
+    reg.family = registries.REGISTRIES
     return reg
 
 

@@ -6,11 +6,10 @@ import copy
 from typing import Any, Iterable, Iterator, Mapping
 
 from conan_core.data.samples import DataError
-from conan_core.sources.base import Stage
-from conan_core.sources.reader import load_stage_state, stage_state
+from conan_core.data.resumable import Resumable, inner_state, load_inner_state
 
 
-class TaskBatcher(Stage):
+class TaskBatcher(Resumable):
     """Groups samples into lists of ``batch_size`` samples that share ``sample[key]``.
 
     One buffer per task; a buffer that reaches its size is emitted as a batch (so batches come
@@ -22,7 +21,7 @@ class TaskBatcher(Stage):
     (``drop_last=False``) or dropped and counted as ``dropped_samples``.
 
     The state holds the buffers, whether the end-of-input flush is under way, and the input's
-    state (the input must be a stage for ``state_dict()``).
+    state (the input must be resumable for ``state_dict()``).
     """
 
     def __init__(self, samples: Iterable[dict], batch_size: int | Mapping[str, int], key: str | None = "task",
@@ -85,10 +84,10 @@ class TaskBatcher(Stage):
     def state_dict(self) -> dict:
         return {"buffers": [[t, copy.deepcopy(b)] for t, b in self._buffers.items()],
                 "flushing": self._flushing, "dropped": self._dropped,
-                "inner": stage_state(self.inner, "TaskBatcher")}
+                "inner": inner_state(self.inner, "TaskBatcher")}
 
     def load_state_dict(self, state: dict) -> None:
-        load_stage_state(self.inner, state["inner"], "TaskBatcher")
+        load_inner_state(self.inner, state["inner"], "TaskBatcher")
         self._buffers = {t: copy.deepcopy(b) for t, b in state["buffers"]}
         self._flushing = bool(state["flushing"])
         self._dropped = int(state["dropped"])

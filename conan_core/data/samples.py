@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from typing import Any, Literal, Mapping
 
 from conan_core.errors import DataError as BaseDataError
@@ -233,3 +234,34 @@ def decode_members(members: Mapping[str, bytes], *, repair: bool = False) -> tup
                     events.append("repaired_text")
             out["text" if ext in ("txt", "text") else ext] = value
     return out, events
+
+
+# ----------------------------------------------------------------------------- identity
+
+def normalize_text(text: str) -> str:
+    """Text identity used for false-negative checks: NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def example_id_of(sample: Mapping[str, Any], index: int) -> str:
+    """The example id of a pair sample: its ``id``, else its webdataset ``__key__``, else ``index``.
+
+    Mining and training must name examples the same way; both use this function.
+    """
+    for key in ("id", "__key__"):
+        value = sample.get(key)
+        if value is not None and value != "":
+            return str(value)
+    return str(index)
+
+
+def example_samples(kind: str, n: int = 12) -> list[dict]:
+    """``n`` small valid samples of ``kind`` (conformance checks and tests of sources)."""
+    if kind == "text":
+        return [{"text": f"Sample text number {i}."} for i in range(n)]
+    if kind == "pairs":
+        return [{"query": f"query {i}", "pos": f"passage {i}", "neg": [f"other {i}"], "task": "retrieval",
+                 "lang": "en"} for i in range(n)]
+    if kind == "sts":
+        return [{"s1": f"first {i}", "s2": f"second {i}", "score": float(i % 5)} for i in range(n)]
+    raise DataError(f"unknown sample kind {kind!r}; valid: {', '.join(KINDS)}", reason="bad_kind")

@@ -64,7 +64,7 @@ def render_model_card(*, name: str, config: dict, settings, mask_key: str, n_par
                       run_config: dict, done: dict[str, dict], metrics: dict | None) -> str:
     """The README.md text (see the module docstring)."""
     from conan_core.embedder import format_query
-    from conan_core.export.writer import sentence_transformers_pooling
+    from conan_core.export.st_pooling import sentence_transformers_pooling
 
     custom_pooling = sentence_transformers_pooling(settings.pooler) is None
 

@@ -23,6 +23,18 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "pooler.safetensors"
 
 
+#: conan pooler key -> sentence-transformers Pooling mode, where the two compute the same thing
+ST_POOLING_MODES = {"mean": "mean", "last_token": "lasttoken", "first_token": "cls", "weighted_mean": "weightedmean"}
+
+
+def sentence_transformers_pooling(pooler: dict) -> str | None:
+    """The sentence-transformers Pooling mode equal to ``pooler``, or None (use ConanPooling)."""
+    mode = ST_POOLING_MODES.get(pooler.get("type"))
+    if mode == "weightedmean" and pooler.get("exclude_instruction"):
+        return None
+    return mode
+
+
 class ConanPooling(nn.Module):
     """``features["token_embeddings"]`` [B, L, H] + ``attention_mask`` -> ``sentence_embedding`` [B, H].
 

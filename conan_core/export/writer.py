@@ -33,9 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from conan_core.errors import ConanError
-
-#: conan pooler key -> sentence-transformers Pooling mode, where the two compute the same thing
-ST_POOLING_MODES = {"mean": "mean", "last_token": "lasttoken", "first_token": "cls", "weighted_mean": "weightedmean"}
+from conan_core.export.st_pooling import sentence_transformers_pooling
 
 CONFIGURATION_SHIM = '''"""ConanConfig for ``trust_remote_code=True`` loading: imported from the installed conan_core
 (``pip install conan-core``), so this file never drifts from the library."""
@@ -82,14 +80,6 @@ def default_mask_value(mask: dict, alpha: float) -> str:
     raise ExportError(f"embedder.json mask {mask} at alpha {alpha} is neither causal nor bidirectional, so a "
                       "plain forward (which takes no alpha) cannot reproduce it; export a model whose final "
                       "stage ended with a causal or bidirectional mask")
-
-
-def sentence_transformers_pooling(pooler: dict) -> str | None:
-    """The sentence-transformers Pooling mode equal to ``pooler``, or None (use ConanPooling)."""
-    mode = ST_POOLING_MODES.get(pooler.get("type"))
-    if mode == "weightedmean" and pooler.get("exclude_instruction"):
-        return None
-    return mode
 
 
 #: written into every export; an existing ``--out`` holding it may be replaced without ``--overwrite``

@@ -1,8 +1,18 @@
-"""Base class of losses (registry kind ``losses``) and what every loss returns.
+"""The three loss contracts, one registry kind each, and what every loss returns.
 
-Each loss documents its own ``forward`` contract. Embedding losses return a :class:`LossOutput`
-whose ``neg_scores`` feed the hard-negative miner (RECIPE §4: the scores "come for free" from the
-similarities the loss already computes).
+* ``lm_losses`` (:class:`LMLoss`): ``forward(hidden [B, L, H], weight [V, H], labels [B, L])`` —
+  pretraining and SFT;
+* ``contrastive_losses`` (:class:`ContrastiveLoss`): ``forward(query [B, H], positive [B, H],
+  negatives [B, n, H] | None, *, query_ids, positive_ids, negative_ids)`` — the weak and
+  supervised stages;
+* ``pair_losses`` (:class:`PairLoss`): ``forward(e1 [S, H], e2 [S, H], scores [S])`` — STS.
+
+The base class's ``forward`` *is* the contract: the trainer calls every key of a kind exactly that
+way, the conformance suite (:mod:`conan_core.testing`) calls it the same way, and the registry
+refuses a class whose ``forward`` cannot take those arguments (so a plugin with another signature
+fails ``conan validate``, never a training step). Every loss returns a :class:`LossOutput`;
+contrastive losses fill ``neg_scores``, which feed the hard-negative miner (RECIPE §4: the scores
+"come for free" from the similarities the loss already computes).
 
 Numerics (RECIPE §5, RELIABILITY #16): similarities, logits and softmax run in float32 (float64 when
 an input is float64, so tests can compare against float64 references) with autocast disabled, so a
@@ -11,7 +21,7 @@ bf16 autocast region around the model never lowers the precision of the loss its
 
 from __future__ import annotations
 
-from abc import ABC
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -41,14 +51,7 @@ class LossOutput:
 
 
 class Loss(nn.Module, ABC):
-    """A training objective; built as ``REGISTRIES["losses"].build(spec, **runtime)``.
-
-    ``handles_backward``: False for ordinary losses (the trainer calls ``out.loss.backward()``).
-    True for losses that run the backward pass themselves (GradCache, key ``cached``): the trainer
-    must then NOT call ``backward()`` on the returned (detached) loss.
-    """
-
-    handles_backward: bool = False
+    """What the three loss bases share: the config and ``nn.Module`` plumbing (no contract)."""
 
     class Config(ComponentConfig):
         """No fields at this level."""
@@ -56,6 +59,57 @@ class Loss(nn.Module, ABC):
     def __init__(self, config: ComponentConfig, **runtime):
         super().__init__()
         self.config = config
+
+
+class LMLoss(Loss):
+    """Kind ``lm_losses``: next-token losses of pretraining and SFT (built without runtime arguments).
+
+    The trainer calls ``loss(hidden, weight, labels)`` with the final hidden states [B, L, H], the
+    LM head (or tied embedding) matrix [V, H] and the labels [B, L] aligned with the input ids
+    (position t predicts ``labels[:, t + 1]``; -100 is not counted)."""
+
+    @abstractmethod
+    def forward(self, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        """Scalar loss over the counted tokens; ``neg_scores`` None."""
+
+
+class ContrastiveLoss(Loss):
+    """Kind ``contrastive_losses``: losses over (query, positive, hard negatives) embeddings (built
+    without runtime arguments).
+
+    The trainer calls ``loss(query, positive, negatives, query_ids=..., positive_ids=...,
+    negative_ids=...)``: float embeddings [B, H], [B, H] and [B, n, H] or None (no hard negatives),
+    and int64 text ids [B], [B] and [B, n] or None (hashes of the normalised texts, for masking
+    duplicates). It returns the loss and ``neg_scores`` float32 [B, n] (cosine of query i with its
+    own negatives; None without negatives) for the miner.
+
+    Two capabilities a loss may declare (wrappers pass them on from the loss they wrap):
+
+    * ``grad_cache_chunk``: an int asks the trainer to encode in chunks of that many rows with
+      GradCache (two passes, one chunk's activations at a time); None (default) encodes at once;
+    * ``shared_queries``: True when the loss needs every rank to hold the same queries (``cbb``);
+      the supervised stage then reads the same pairs on every rank.
+    """
+
+    grad_cache_chunk: int | None = None
+    shared_queries: bool = False
+
+    @abstractmethod
+    def forward(self, query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None, *,
+                query_ids: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None,
+                negative_ids: torch.Tensor | None = None) -> LossOutput:
+        """See the class docstring."""
+
+
+class PairLoss(Loss):
+    """Kind ``pair_losses``: losses over scored sentence pairs (STS; built without runtime arguments).
+
+    The trainer calls ``loss(e1, e2, scores)`` with float embeddings [S, H] and [S, H] and gold
+    scores float [S] (any scale: losses may use only their order)."""
+
+    @abstractmethod
+    def forward(self, e1: torch.Tensor, e2: torch.Tensor, scores: torch.Tensor) -> LossOutput:
+        """Scalar loss; ``neg_scores`` None."""
 
 
 # ----------------------------------------------------------------------------- shared helpers

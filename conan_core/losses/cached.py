@@ -1,148 +1,48 @@
-"""GradCache: a contrastive loss over a batch too large to encode with grad at once, key ``cached``."""
+"""GradCache around a contrastive loss (a large batch at one chunk's memory), key ``cached``."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from pydantic import Field
 
-from conan_core.errors import ConanError
-from conan_core.losses.base import Loss, LossInputError, LossOutput
+from conan_core.losses.base import ContrastiveLoss, LossOutput
 from conan_core.registry import ComponentConfig, component_field
 
-Inputs = Mapping[str, Any] | torch.Tensor
 
+class CachedLoss(ContrastiveLoss):
+    """The wrapped contrastive loss, computed by the trainer with GradCache.
 
-class CachedLoss(Loss):
-    """Two-pass GradCache around an embedding loss; runs the backward pass itself.
-
-    ``forward(encode_fn, query_inputs, positive_inputs, negative_inputs=None, *,
-    backward_scale=1.0, no_sync=None, **loss_kwargs) -> LossOutput``
-
-    * ``encode_fn(inputs_chunk) -> Tensor [b, H]``: the model forward + pooling for a chunk.
-    * ``query_inputs`` / ``positive_inputs``: dicts of tensors with batch dim B first (or one
-      tensor); ``negative_inputs``: the same with batch dim B*n, query-major (rows i*n .. i*n+n-1
-      are query i's negatives), reshaped to ``[B, n, H]`` for the wrapped loss.
-      Non-tensor dict values are passed to every chunk unchanged.
-    * ``loss_kwargs`` (``positive_ids``, ``negative_ids``, ``query_ids``) go to the wrapped loss.
-    * ``backward_scale``: the gradients accumulated are those of ``backward_scale * loss`` (e.g.
-      1 / accumulation steps).
-    * ``no_sync``: optional context factory (DDP's ``model.no_sync``) entered for every chunk's
-      backward but the last, so gradients are all-reduced once.
-
-    Pass 1 embeds every chunk of ``mini_batch_size`` rows without grad, recording the torch RNG
-    state (CPU and initialised CUDA devices) before each chunk. The wrapped loss then runs on the
-    cached embeddings (leaves) and its backward gives d loss / d embedding. Pass 2 re-encodes each
-    chunk with grad under its recorded RNG state — dropout draws the same masks, so the recomputed
-    embeddings equal pass 1's — and backpropagates the cached embedding gradients into the
-    parameters. Peak activation memory is one chunk's instead of the batch's; compute is about
-    one extra forward. The global RNG ends where a single plain forward would leave it.
-
-    The trainer must NOT call ``backward()`` on the returned loss (``handles_backward = True``): it is
-    detached and the parameter gradients are already accumulated. ``neg_scores`` and metrics are the
-    wrapped loss's (plus ``chunks``).
+    ``forward`` is the wrapped loss's (the ``contrastive_losses`` contract), so the value is exactly
+    the wrapped loss's. What changes is how the embeddings are made: ``grad_cache_chunk`` tells the
+    stage's objective to encode ``mini_batch_size`` rows at a time without keeping activations and
+    to backpropagate through the cached embedding gradients
+    (:func:`conan_core.train.grad_cache.grad_cache_step`): the gradients equal those of the plain
+    batch, with one chunk's activation memory and about one extra forward pass.
     """
 
-    handles_backward = True
-
     class Config(ComponentConfig):
-        loss: dict[str, Any] | str = component_field("losses", "info_nce", description="the wrapped embedding loss")
+        loss: dict[str, Any] | str = component_field("contrastive_losses", "info_nce",
+                                                     description="the wrapped contrastive loss")
         mini_batch_size: int = Field(32, gt=0, description="rows encoded at once (peak activation memory)")
 
     def __init__(self, config: Config, **runtime):
         super().__init__(config, **runtime)
         from conan_core.registries import REGISTRIES
 
-        self.inner = REGISTRIES["losses"].build(config.loss, path="loss", **runtime)
-        if self.inner.handles_backward:
-            raise ConanError("cached: the wrapped loss already runs its own backward; wrap an embedding loss "
-                             "(info_nce, matryoshka, cbb) instead")
+        self.inner = REGISTRIES["contrastive_losses"].build(config.loss, path="loss", **runtime)
 
-    def forward(self, encode_fn: Callable[[Inputs], torch.Tensor], query_inputs: Inputs, positive_inputs: Inputs,
-                negative_inputs: Inputs | None = None, *, backward_scale: float = 1.0,
-                no_sync: Callable[[], AbstractContextManager] | None = None, **loss_kwargs: Any) -> LossOutput:
-        b = _batch_size("query_inputs", query_inputs)
-        b_pos = _batch_size("positive_inputs", positive_inputs)
-        if b_pos != b:
-            raise LossInputError(f"cached: positive_inputs has batch {b_pos}, query_inputs {b}; they must match")
-        groups = [query_inputs, positive_inputs]
-        n = 0
-        if negative_inputs is not None:
-            rows = _batch_size("negative_inputs", negative_inputs)
-            if rows % b:
-                raise LossInputError(f"cached: negative_inputs has {rows} rows, not a multiple of the {b} queries "
-                                     "(expected B * n, query-major)")
-            n = rows // b
-            if n:
-                groups.append(negative_inputs)
+    @property
+    def grad_cache_chunk(self) -> int:  # type: ignore[override]
+        return int(self.config.mini_batch_size)
 
-        size = self.config.mini_batch_size
-        chunks: list[tuple[int, int, int, _RngState]] = []  # (group, start, end, rng before the chunk)
-        embeddings: list[list[torch.Tensor]] = [[] for _ in groups]
-        with torch.no_grad():
-            for g, inputs in enumerate(groups):
-                total = _batch_size("inputs", inputs)
-                for start in range(0, total, size):
-                    end = min(start + size, total)
-                    chunks.append((g, start, end, _RngState.capture()))
-                    embeddings[g].append(encode_fn(_slice(inputs, start, end)))
-        cached = [torch.cat(e).detach().requires_grad_(True) for e in embeddings]
+    @property
+    def shared_queries(self) -> bool:  # type: ignore[override]
+        return self.inner.shared_queries
 
-        with torch.enable_grad():
-            args = [cached[0], cached[1]]
-            if n:
-                args.append(cached[2].reshape(b, n, -1))
-            out = self.inner(*args, **loss_kwargs)
-            (out.loss * backward_scale).backward()
-        grads = [c.grad if c.grad is not None else torch.zeros_like(c) for c in cached]
-
-        for k, (g, start, end, state) in enumerate(chunks):
-            last = k == len(chunks) - 1
-            sync = no_sync() if no_sync is not None and not last else nullcontext()
-            with sync, state.replay(), torch.enable_grad():
-                emb = encode_fn(_slice(groups[g], start, end))
-                emb.backward(grads[g][start:end].to(emb.dtype))
-        return LossOutput(loss=out.loss.detach(), neg_scores=out.neg_scores,
-                          metrics={**out.metrics, "chunks": float(len(chunks))})
-
-
-class _RngState:
-    """torch's CPU RNG state and that of every initialised CUDA device, captured at one moment."""
-
-    def __init__(self, cpu: torch.Tensor, cuda: list[torch.Tensor]):
-        self.cpu = cpu
-        self.cuda = cuda
-
-    @classmethod
-    def capture(cls) -> "_RngState":
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-        return cls(torch.get_rng_state(), cuda)
-
-    @contextmanager
-    def replay(self) -> Iterator[None]:
-        """Run the block from this state, then put the global RNG back where it was."""
-        with torch.random.fork_rng(devices=list(range(len(self.cuda)))):
-            torch.set_rng_state(self.cpu)
-            if self.cuda:
-                torch.cuda.set_rng_state_all(self.cuda)
-            yield
-
-
-def _batch_size(name: str, inputs: Inputs) -> int:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.shape[0]
-    if not isinstance(inputs, Mapping):
-        raise LossInputError(f"cached: {name} must be a dict of tensors (batch dim first) or a tensor, "
-                             f"got {type(inputs).__name__}")
-    sizes = {k: v.shape[0] for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    if not sizes or len(set(sizes.values())) != 1:
-        raise LossInputError(f"cached: {name} needs tensors sharing their first (batch) dim, got sizes {sizes}")
-    return next(iter(sizes.values()))
-
-
-def _slice(inputs: Inputs, start: int, end: int) -> Inputs:
-    if isinstance(inputs, torch.Tensor):
-        return inputs[start:end]
-    return {k: v[start:end] if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    def forward(self, query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None, *,
+                query_ids: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None,
+                negative_ids: torch.Tensor | None = None) -> LossOutput:
+        return self.inner(query, positive, negatives, query_ids=query_ids, positive_ids=positive_ids,
+                          negative_ids=negative_ids)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from conan_core.losses.base import Loss, LossInputError, LossOutput
+from conan_core.losses.base import LMLoss, LossInputError, LossOutput
 from conan_core.registry import ComponentConfig
 
 
-class CausalLMLoss(Loss):
+class CausalLMLoss(LMLoss):
     """Mean next-token cross-entropy, never materialising all tokens x vocab logits.
 
     ``forward(hidden [B, L, H], weight [V, H], labels LongTensor[B, L]) -> LossOutput``.

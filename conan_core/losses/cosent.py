@@ -6,9 +6,9 @@ import torch
 from pydantic import Field
 
 from conan_core.losses.base import (
-    Loss,
     LossInputError,
     LossOutput,
+    PairLoss,
     check_embeddings,
     compute_dtype,
     full_precision,
@@ -17,7 +17,7 @@ from conan_core.losses.base import (
 from conan_core.registry import ComponentConfig
 
 
-class CoSENTLoss(Loss):
+class CoSENTLoss(PairLoss):
     """``log(1 + sum over pairs (i, j) with gold_i > gold_j of exp((cos_j - cos_i) / tau))``.
 
     ``forward(e1 [B, H], e2 [B, H], scores [B]) -> LossOutput``: ``cos_i = cos(e1_i, e2_i)``;

@@ -8,7 +8,7 @@ from pydantic import Field
 from torch import nn
 
 from conan_core.losses.base import (
-    Loss,
+    ContrastiveLoss,
     LossInputError,
     LossOutput,
     check_embeddings,
@@ -19,7 +19,7 @@ from conan_core.losses.base import (
 from conan_core.registry import ComponentConfig
 
 
-class InfoNCELoss(Loss):
+class InfoNCELoss(ContrastiveLoss):
     """``-log softmax(cos(q_i, c) / temperature)[positive_i]`` averaged over the B queries.
 
     ``forward(query [B, H], positive [B, H], negatives [B, n, H] | None = None, *,
@@ -66,8 +66,8 @@ class InfoNCELoss(Loss):
         self.logits_hook = nn.Identity()
 
     def forward(self, query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None, *,
-                positive_ids: torch.Tensor | None = None, negative_ids: torch.Tensor | None = None,
-                query_ids: torch.Tensor | None = None) -> LossOutput:
+                query_ids: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None,
+                negative_ids: torch.Tensor | None = None) -> LossOutput:
         check_embeddings("query", query, 2)
         b, h = query.shape
         check_embeddings("positive", positive, 2, b, h)

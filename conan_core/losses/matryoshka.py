@@ -7,20 +7,18 @@ from typing import Any
 import torch
 from pydantic import Field, model_validator
 
-from conan_core.errors import ConanError
-from conan_core.losses.base import Loss, LossInputError, LossOutput
+from conan_core.losses.base import ContrastiveLoss, LossInputError, LossOutput
 from conan_core.registry import ComponentConfig, component_field
 
 PAPER_DIMS = [256, 512, 1024, 1536, 2048, 3072, 3584]
 
 
-class MatryoshkaLoss(Loss):
-    """``sum_d w_d * inner(prefix_d(args))`` over the truncated prefixes of every embedding.
+class MatryoshkaLoss(ContrastiveLoss):
+    """``sum_d w_d * inner(prefix_d(query, positive, negatives))`` over truncated prefixes.
 
-    ``forward(*args, **kwargs)`` takes exactly the wrapped loss's arguments. Every floating tensor
-    argument with 2+ dims (also inside tuples, lists and dicts, e.g. cbb's ``sts=(e1, e2, scores)``)
-    is an embedding: its last dim is sliced to ``[..., :d]``. Integer tensors (ids) and 1-D tensors
-    (gold scores) pass through unchanged. All embeddings must share the same size D.
+    ``forward`` is the ``contrastive_losses`` contract; the wrapped loss (a ``contrastive_losses``
+    spec) gets the query, positive and negative embeddings cut to ``[..., :d]`` and the ids as they
+    are. All embeddings must share the same size D.
 
     Dims: the configured ``dims`` larger than D are skipped (with their weights), so the paper's
     list works unchanged on a small model; D itself is always included (weight 1.0 when D is not
@@ -28,12 +26,13 @@ class MatryoshkaLoss(Loss):
     here L2-normalises its inputs), so a prefix is scored exactly as a D'-dim embedding would be.
 
     ``loss`` is the weighted sum; ``neg_scores`` come from the full size D; metrics are the full-size
-    metrics plus ``loss@{d}`` per dim. The wrapped loss must not run its own backward (wrap
-    ``matryoshka`` inside ``cached``, not the other way round).
+    metrics plus ``loss@{d}`` per dim. ``grad_cache_chunk`` and ``shared_queries`` are the wrapped
+    loss's.
     """
 
     class Config(ComponentConfig):
-        loss: dict[str, Any] | str = component_field("losses", "info_nce", description="the wrapped loss")
+        loss: dict[str, Any] | str = component_field("contrastive_losses", "info_nce",
+                                                       description="the wrapped contrastive loss")
         dims: list[int] = Field(default_factory=lambda: list(PAPER_DIMS),
                                 description="prefix sizes; those above the embedding size are skipped")
         weights: list[float] | None = Field(None, description="one weight per entry of dims (equal when unset)")
@@ -58,10 +57,15 @@ class MatryoshkaLoss(Loss):
         super().__init__(config, **runtime)
         from conan_core.registries import REGISTRIES
 
-        self.inner = REGISTRIES["losses"].build(config.loss, path="loss", **runtime)
-        if self.inner.handles_backward:
-            raise ConanError(f"matryoshka: the wrapped loss {_key(config.loss)!r} runs its own backward; "
-                             "put matryoshka inside it instead (e.g. cached: {loss: {type: matryoshka}})")
+        self.inner = REGISTRIES["contrastive_losses"].build(config.loss, path="loss", **runtime)
+
+    @property
+    def grad_cache_chunk(self) -> int | None:  # type: ignore[override]
+        return self.inner.grad_cache_chunk
+
+    @property
+    def shared_queries(self) -> bool:  # type: ignore[override]
+        return self.inner.shared_queries
 
     def dims_for(self, size: int) -> list[tuple[int, float]]:
         """(dim, weight) pairs used for embeddings of ``size``: listed dims <= size, then size itself."""
@@ -71,38 +75,23 @@ class MatryoshkaLoss(Loss):
         pairs.append((size, full[0] if full else 1.0))
         return pairs
 
-    def forward(self, *args: Any, **kwargs: Any) -> LossOutput:
-        sizes: set[int] = set()
-        _map_embeddings((args, kwargs), lambda t: sizes.add(t.shape[-1]) or t)
+    def forward(self, query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None, *,
+                query_ids: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None,
+                negative_ids: torch.Tensor | None = None) -> LossOutput:
+        sizes = {t.shape[-1] for t in (query, positive, negatives) if isinstance(t, torch.Tensor)}
         if len(sizes) != 1:
             raise LossInputError(f"matryoshka: expected embeddings of one size, got sizes {sorted(sizes)}")
         size = sizes.pop()
         dims = self.dims_for(size)
+        ids = {"query_ids": query_ids, "positive_ids": positive_ids, "negative_ids": negative_ids}
         losses = []
         out = None
         for d, _ in dims:
-            a, k = _map_embeddings((args, kwargs), lambda t, d=d: t[..., :d])
-            out = self.inner(*a, **k)  # the last one is the full size D
+            cut = negatives[..., :d] if negatives is not None else None
+            out = self.inner(query[..., :d], positive[..., :d], cut, **ids)  # the last one is the full size D
             losses.append(out.loss)
         stacked = torch.stack(losses)
         weights = torch.tensor([w for _, w in dims], dtype=stacked.dtype, device=stacked.device)
         metrics = {f"loss@{d}": v for (d, _), v in zip(dims, stacked.detach().tolist())}
         return LossOutput(loss=(stacked * weights).sum(), neg_scores=out.neg_scores,
                           metrics={**out.metrics, **metrics})
-
-
-def _map_embeddings(obj: Any, fn) -> Any:
-    """Apply ``fn`` to every floating tensor with 2+ dims inside nested tuples / lists / dicts."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj) if obj.is_floating_point() and obj.dim() >= 2 else obj
-    if isinstance(obj, tuple):
-        return tuple(_map_embeddings(o, fn) for o in obj)
-    if isinstance(obj, list):
-        return [_map_embeddings(o, fn) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _map_embeddings(v, fn) for k, v in obj.items()}
-    return obj
-
-
-def _key(spec: dict[str, Any] | str) -> str:
-    return spec if isinstance(spec, str) else str(spec.get("type"))

@@ -13,9 +13,20 @@ from conan_core.registry import ComponentConfig
 class Miner(ABC):
     """Chooses the hard negatives of each training example and, for dynamic miners, replaces them.
 
-    Built as ``REGISTRIES["miners"].build({"type": KEY, **fields}, pool=POOL)``; ``POOL`` is a
-    :class:`~conan_core.miners.pool.CandidatePool` or a plain mapping ``example_id -> ranked
-    candidates`` (normalised by ``CandidatePool.coerce``). The trainer calls, every step:
+    Built as ``REGISTRIES["miners"].build({"type": KEY, **fields}, pool=POOL, num_negatives=N,
+    seed=S, ranked_pool=True)``. Runtime arguments (the stage's values, never config fields):
+
+    * ``pool``: a :class:`~conan_core.miners.pool.CandidatePool` or a plain mapping ``example_id ->
+      ranked candidates`` (normalised by ``CandidatePool.coerce``); miners with ``needs_pool =
+      False`` accept None;
+    * ``num_negatives``: negatives per example (``supervised.num_negatives``, RECIPE: 7);
+    * ``seed``: the seed of any random choice (the run's seed plus the rank);
+    * ``ranked_pool``: True when the pool is a ranked search (``conan mine``), whose top ranks the
+      paper never uses; False when the candidates are already chosen negatives (the shards' own
+      ``neg`` lists), none of which should be skipped.
+
+    The supervised data stream (:class:`conan_core.train.streams.SupervisedStream`) owns the
+    miner and calls, every step:
 
     * ``negatives_for(example_ids) -> list[list[Candidate]]``: the negatives in use for each
       example, exactly ``num_negatives`` per example (0 for ``in_batch``), in a fixed column order;
@@ -30,18 +41,20 @@ class Miner(ABC):
     Example ids are strings; ints (or a LongTensor) are accepted and converted with ``str``.
     """
 
+    #: whether :meth:`__init__` needs a candidate pool
+    needs_pool: bool = True
+
     class Config(ComponentConfig):
         """No fields at this level."""
 
     @abstractmethod
-    def __init__(self, config: ComponentConfig, *, pool: Any = None, **runtime: Any):
+    def __init__(self, config: ComponentConfig, *, pool: Any = None, num_negatives: int = 7, seed: int = 0,
+                 ranked_pool: bool = True, **runtime: Any):
         self.config = config
         self.pool = pool
-
-    @property
-    def num_negatives(self) -> int:
-        """Negatives per example returned by :meth:`negatives_for` (0 when there are none)."""
-        return int(getattr(self.config, "num_negatives", 0))
+        self.num_negatives = int(num_negatives)
+        self.seed = int(seed)
+        self.ranked_pool = bool(ranked_pool)
 
     @abstractmethod
     def negatives_for(self, example_ids: Sequence[str]) -> list:

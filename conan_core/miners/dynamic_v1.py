@@ -79,7 +79,7 @@ class DynamicV1Miner(PoolMiner):
         return st
 
     def _window(self, eid: str, k: int) -> list[int]:
-        n = self.config.num_negatives
+        n = self.num_negatives
         positions, wrapped = window((k - 1) * n, n, len(self.eligible(eid)))
         if wrapped and k > 1:  # a short pool's first window is counted in short_pools instead
             self._count("exhausted")
@@ -138,7 +138,7 @@ class DynamicV1Miner(PoolMiner):
             st["s_init"] = None
             st["s_cur"] = None
         self._count("remined_examples", len(due))
-        self._count("replaced", len(due) * self.config.num_negatives)
+        self._count("replaced", len(due) * self.num_negatives)
 
     def _layout(self) -> dict[str, Any]:
         return {**super()._layout(), "interval": self.config.interval}

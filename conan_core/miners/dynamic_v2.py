@@ -59,7 +59,7 @@ class DynamicV2Miner(PoolMiner):
         st = self._examples.get(eid)
         if st is None:
             elig = self.eligible(eid)
-            n = self.config.num_negatives
+            n = self.num_negatives
             active, _ = window(0, n, len(elig))
             st = {"active": active, "s0": [None] * n, "cursor": min(n, len(elig)), "retired": deque()}
             self._examples[eid] = st

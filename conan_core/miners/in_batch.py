@@ -15,11 +15,14 @@ class InBatchMiner(Miner):
     tensor; the loss then contrasts each query with the other examples' positives only.
     The pool, if given, is ignored. Its state is the number of ``observe`` calls."""
 
+    needs_pool = False
+
     class Config(ComponentConfig):
         """No fields: there is nothing to choose."""
 
     def __init__(self, config: ComponentConfig, *, pool: Any = None, **runtime: Any):
-        super().__init__(config, pool=pool)
+        super().__init__(config, pool=pool, seed=runtime.get("seed", 0))
+        self.num_negatives = 0  # whatever the stage asks: in-batch negatives only
         self._calls_total = 0
         self._calls_step = 0
 

@@ -22,11 +22,11 @@ import json
 import math
 import os
 import random
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from conan_core.data.samples import example_id_of, normalize_text  # noqa: F401  (part of this module's API)
 from conan_core.errors import ConanError
 from conan_core.fsio import atomic_write_text, atomic_writer
 
@@ -48,23 +48,6 @@ class Candidate:
     text: str
     score: float
     rank: int
-
-
-def normalize_text(text: str) -> str:
-    """Text identity used for false-negative checks: NFKC, case-folded, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def example_id_of(sample: Mapping[str, Any], index: int) -> str:
-    """The example id of a pair sample: its ``id``, else its webdataset ``__key__``, else ``index``.
-
-    Mining and training must name examples the same way; both use this function.
-    """
-    for key in ("id", "__key__"):
-        value = sample.get(key)
-        if value is not None and value != "":
-            return str(value)
-    return str(index)
 
 
 def _text_id(text: str) -> str:

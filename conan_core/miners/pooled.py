@@ -62,7 +62,6 @@ class MinerError(ConanError, ValueError):
 class PoolMinerConfig(ComponentConfig):
     """Fields shared by the pool-based miners (see the module docstring for their meaning)."""
 
-    num_negatives: int = Field(7, ge=1, description="hard negatives per example (RECIPE §2 stage 4: 7)")
     rank_start: int = Field(10, ge=0, description="candidates with 1-based rank <= rank_start are never "
                             "used (RECIPE §4: ranks 1–10 never used)")
     relative_margin: float | None = Field(0.95, gt=0, description="drop candidates scoring above this × "
@@ -70,8 +69,8 @@ class PoolMinerConfig(ComponentConfig):
     absolute_max: float | None = Field(None, ge=-1, le=1, description="drop candidates scoring above this "
                                        "cosine; null disables")
     selection: Literal["ranked", "shuffled"] = Field("ranked", description="order of the eligible list: "
-                                                     "pool rank, or a seeded per-example shuffle")
-    seed: int = Field(0, ge=0, description="seed of every random choice (selection='shuffled')")
+                                                     "pool rank, or a per-example shuffle seeded by the "
+                                                     "run's seed")
 
 
 def window(start: int, n: int, length: int) -> tuple[list[int], bool]:
@@ -83,16 +82,24 @@ def window(start: int, n: int, length: int) -> tuple[list[int], bool]:
 class PoolMiner(Miner):
     """Base of the pool-based miners: eligible lists, exclusion counters, score statistics and the
     generic parts of ``state_dict``. Subclasses keep their per-example state in ``self._examples``
-    (``example_id -> JSON-serialisable dict``). Runtime arguments other than ``pool`` (and
-    ``remine_fn`` for dynamic_v1) are ignored, so a trainer can pass one runtime to every miner."""
+    (``example_id -> JSON-serialisable dict``). Runtime arguments: those of
+    :class:`~conan_core.miners.base.Miner` (and ``remine_fn`` for dynamic_v1); others are ignored,
+    so a stage can pass one runtime to every miner. ``ranked_pool=False`` uses no ``rank_start``
+    (the candidates are already chosen negatives, not a search whose top ranks must be skipped)."""
 
     Config = PoolMinerConfig
 
-    def __init__(self, config: PoolMinerConfig, *, pool: Any = None, **runtime: Any):
+    def __init__(self, config: PoolMinerConfig, *, pool: Any = None, num_negatives: int = 7, seed: int = 0,
+                 ranked_pool: bool = True, **runtime: Any):
         if pool is None:
             raise MinerError(f"miner {type(self).__name__} needs a candidate pool: build it with "
                              "pool=CandidatePool.load(DIR) (see `conan mine`), or use miner 'in_batch'")
-        super().__init__(config, pool=CandidatePool.coerce(pool))
+        if int(num_negatives) < 1:
+            raise MinerError(f"miner {type(self).__name__}: num_negatives must be >= 1 (got {num_negatives}); "
+                             "use miner 'in_batch' for no hard negatives")
+        super().__init__(config, pool=CandidatePool.coerce(pool), num_negatives=num_negatives, seed=seed,
+                         ranked_pool=ranked_pool)
+        self.rank_start = config.rank_start if ranked_pool else 0
         self._eligible_cache: dict[str, list[Candidate]] = {}
         self._counted: set[str] = set()
         # replaced candidate lists of single examples (dynamic_v1 re-mining with a model)
@@ -149,7 +156,7 @@ class PoolMiner(Miner):
             limit = min(limit, cfg.absolute_max)
         banned = {normalize_text(t) for t in positives}
         out, false_neg, margin, over = [], 0, 0, []
-        for cand in cands[cfg.rank_start:]:
+        for cand in cands[self.rank_start:]:
             if banned and normalize_text(cand.text) in banned:
                 false_neg += 1
             elif cand.score > limit:  # NaN (unknown score) compares False: kept
@@ -165,20 +172,20 @@ class PoolMiner(Miner):
         if not out:
             raise MinerError(
                 f"example {example_id!r} has no eligible candidate negative: {len(cands)} in the pool, "
-                f"{min(len(cands), cfg.rank_start)} skipped by rank_start={cfg.rank_start}, {false_neg} equal "
+                f"{min(len(cands), self.rank_start)} skipped by rank_start={self.rank_start}, {false_neg} equal "
                 f"to a positive, {margin} above the score limit {limit:.4g}; mine a deeper pool "
                 "(`conan mine --top-k`), or lower rank_start / relative_margin / absolute_max")
         if example_id not in self._counted:  # a resumed miner recomputes without counting twice
             self._counted.add(example_id)
             self._pool_counts["excluded_false_negatives"] += false_neg
             self._pool_counts["excluded_by_margin"] += margin
-            self._pool_counts["short_pools"] += int(len(out) < cfg.num_negatives)
+            self._pool_counts["short_pools"] += int(len(out) < self.num_negatives)
             self._pool_counts["margin_fallback"] += int(fallback)
         self._eligible_cache[example_id] = out
         return out
 
     def _example_seed(self, example_id: str) -> int:
-        digest = hashlib.blake2b(f"{self.config.seed}\x1f{example_id}".encode("utf-8"), digest_size=8)
+        digest = hashlib.blake2b(f"{self.seed}\x1f{example_id}".encode("utf-8"), digest_size=8)
         return int.from_bytes(digest.digest(), "little")
 
     def _set_override(self, example_id: str, source: CandidatePool) -> None:
@@ -252,9 +259,9 @@ class PoolMiner(Miner):
     def _layout(self) -> dict[str, Any]:
         """What must match between a saved state and this miner for the state to mean the same."""
         cfg = self.config
-        return {"miner": type(self).__name__, "num_negatives": cfg.num_negatives, "rank_start": cfg.rank_start,
+        return {"miner": type(self).__name__, "num_negatives": self.num_negatives, "rank_start": self.rank_start,
                 "relative_margin": cfg.relative_margin, "absolute_max": cfg.absolute_max,
-                "selection": cfg.selection, "seed": cfg.seed, "pool_examples": len(self.pool)}
+                "selection": cfg.selection, "seed": self.seed, "pool_examples": len(self.pool)}
 
     def state_dict(self) -> dict[str, Any]:
         return {

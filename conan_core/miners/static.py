@@ -25,7 +25,7 @@ class StaticMiner(PoolMiner):
         """Static hard negatives: the shared pool fields only."""
 
     def _active(self, example_id: str) -> list[int]:
-        return window(0, self.config.num_negatives, len(self.eligible(example_id)))[0]
+        return window(0, self.num_negatives, len(self.eligible(example_id)))[0]
 
     def observe(self, example_ids: Sequence[str], neg_scores: torch.Tensor) -> torch.Tensor:
         """Record statistics; return ``zeros(B, n, bool)`` on ``neg_scores.device``."""

@@ -11,7 +11,7 @@ from typing import Iterator, Literal
 from pydantic import Field
 
 from conan_core.data.samples import DataError, validate_sample
-from conan_core.sources.reader import ReaderConfig, Record, ShardedSource, Unit
+from conan_core.sources.engine import ReaderConfig, Record, ShardedSource, Unit
 
 
 class JSONLSource(ShardedSource):
@@ -20,7 +20,7 @@ class JSONLSource(ShardedSource):
     ``__key__`` is the object's ``__key__`` field when present, else ``L{line}`` (1-based line
     number); ``__url__`` is the file path. Blank lines are ignored. A line that is not valid UTF-8
     is ``bad_text``; one that is not a JSON object is ``bad_json``. Splitting, shuffling, resume
-    (by byte offset of the next line) and bad-data handling: conan_core.sources.reader. The
+    (by byte offset of the next line) and bad-data handling: conan_core.sources.engine. The
     fingerprint is the files' paths, sizes and modification times.
     """
 
@@ -29,6 +29,15 @@ class JSONLSource(ShardedSource):
         kind: Literal["text", "pairs", "sts"] = Field("text", description="sample schema of the lines")
         tasks: list[str] | None = Field(None, description="pairs only: keep only these tasks "
                                         "(None = all)")
+
+    @classmethod
+    def example_config(cls, tmp_dir: Path) -> dict:
+        """A JSONL file of 12 text samples in ``tmp_dir``."""
+        from conan_core.data.samples import example_samples
+
+        path = Path(tmp_dir) / "data.jsonl"
+        path.write_text("".join(json.dumps(s) + "\n" for s in example_samples("text")), encoding="utf-8")
+        return {"path": str(path), "kind": "text"}
 
     @property
     def kind(self) -> str:  # the schema comes from the config, not the class

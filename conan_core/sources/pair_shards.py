@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from conan_core.sources.reader import ShardReaderConfig, ShardSource
+from conan_core.sources.shard_set import ShardReaderConfig, ShardSource
 
 
 class PairShards(ShardSource):
@@ -12,7 +12,7 @@ class PairShards(ShardSource):
     ``instruction``, ``label``) from a ``kind="pairs"`` shard set, keeping only ``tasks`` when set
     (the others are counted as ``filtered``).
 
-    Splitting, shuffling, resume and bad-data handling: conan_core.sources.reader.
+    Splitting, shuffling, resume and bad-data handling: conan_core.sources.engine.
     """
 
     kind = "pairs"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from conan_core.sources.reader import ShardReaderConfig, ShardSource
+from conan_core.sources.shard_set import ShardReaderConfig, ShardSource
 
 
 class TextShards(ShardSource):
     """Yields ``{"text": str, "__key__", "__url__"}`` from a ``kind="text"`` shard set.
 
-    Splitting, shuffling, resume and bad-data handling: conan_core.sources.reader.
+    Splitting, shuffling, resume and bad-data handling: conan_core.sources.engine.
     """
 
     kind = "text"

@@ -24,7 +24,16 @@ from conan_core.errors import DataError
 #: Control tokens, ids 0..3 in every conan tokenizer.
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 #: Markers for prompt templates; ids 4..6, matched wherever they occur in input text.
-MARKERS = ("<instruct>", "<query>", "<passage>")
+INSTRUCT, QUERY, PASSAGE = "<instruct>", "<query>", "<passage>"
+MARKERS = (INSTRUCT, QUERY, PASSAGE)
+
+
+def format_query(text: str, instruction: str | None) -> str:
+    """The model input of a query: ``"<instruct>{instruction}<query>{text}"``, or ``text`` when the
+    instruction is empty or None (no markers, as for documents)."""
+    if not instruction:
+        return text
+    return f"{INSTRUCT}{instruction}{QUERY}{text}"
 
 #: Sample fields read from JSONL lines and shard samples, in this order.
 TEXT_FIELDS = ("text", "query", "pos")

@@ -1,66 +1,21 @@
-"""Tokenising collators and resumable batch stages of the four training stages.
+"""Collation: tokenised items (from :mod:`conan_core.data.tokenize`) into padded tensor batches.
 
-Formats (the embedding ones are exactly what :class:`conan_core.Embedder` feeds the model, so a
-trained model is evaluated on the inputs it was trained on):
-
-* **pretraining**: each document is ``<s> text </s>``; documents are concatenated and cut into
-  rows of ``seq_len`` tokens (:class:`PackedLMBatches`), with ``segment_ids`` numbering the
-  documents of a row for the ``document`` mask;
-* **SFT**: ``<s> prompt output </s>`` with labels -100 on ``<s>`` and the prompt (loss only on the
-  output and its ``</s>``);
-* **embeddings**: a query is ``<s><instruct>{instruction}<query>{text}</s>`` (no markers without
-  an instruction; :func:`conan_core.embedder.format_query`), a document ``<s>{text}</s>``; the
-  instruction tokens (``<s>`` through ``<query>``) are 0 in ``pool_mask`` so poolers that exclude
-  instructions skip them. Text ids (:func:`text_id`) are 63-bit hashes of the normalised text
-  (:func:`conan_core.miners.pool.normalize_text`), so the losses mask duplicates and
-  case/whitespace variants of a positive.
+Runs in the main process. Rows are right-padded; ``labels`` are -100 (:data:`IGNORE`) where no
+token is predicted; embedding batches carry ``pool_mask`` (0 on padding and instruction tokens),
+the text ids the losses mask duplicates with and the example ids the miner is asked about.
 """
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from conan_core.sources.base import Stage
-from conan_core.sources.reader import load_stage_state, stage_state
+from conan_core.data.packing import IGNORE
+from conan_core.data.tokenize import text_id, tokenize_texts
 
-IGNORE = -100
-
-
-# ----------------------------------------------------------------------------- text ids
-
-def text_id(text: str) -> int:
-    """Stable int64 id (>= 0) of ``text`` after normalisation (NFKC, case-fold, whitespace)."""
-    from conan_core.miners.pool import normalize_text
-
-    digest = hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-# ----------------------------------------------------------------------------- tokenising
-
-def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int,
-                   instruction: str | None = None) -> tuple[list[list[int]], list[int]]:
-    """Token ids of ``texts`` in the embedder's format and, per text, the number of leading
-    instruction tokens (``<s>``, ``<instruct>``, instruction, ``<query>``; 0 without instruction).
-
-    Same contract as :meth:`conan_core.Embedder.tokenize`: ``<s> ... </s>`` from the tokenizer,
-    truncated to ``max_length`` keeping the start.
-    """
-    from conan_core.embedder import QUERY, format_query
-    from conan_core.tokenizer import clean_text
-
-    inputs = [format_query(clean_text(t), instruction) for t in texts]
-    enc = tokenizer(inputs, add_special_tokens=True, truncation=True, max_length=max_length,
-                    padding=False, return_attention_mask=False)["input_ids"]
-    ids = [list(x) for x in enc]
-    n_prefix = [0] * len(ids)
-    if instruction:
-        query_id = tokenizer.convert_tokens_to_ids(QUERY)
-        n_prefix = [row.index(query_id) + 1 if query_id in row else len(row) for row in ids]
-    return ids, n_prefix
+__all__ = ["IGNORE", "add_negatives", "collate_docs", "collate_pairs", "collate_sft", "collate_sts", "pad_id_of",
+           "pad_rows", "sft_row"]
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, n_prefix: Sequence[int] | None = None) -> dict:
@@ -83,119 +38,6 @@ def pad_id_of(tokenizer: Any) -> int:
         if value is not None:
             return int(value)
     return 0
-
-
-class DocTokenizer:
-    """``sample -> {"ids": [<s> text </s>], "key": (url, key)}`` (picklable: runs in loader workers)."""
-
-    def __init__(self, tokenizer: Any, field: str = "text"):
-        self.tokenizer = tokenizer
-        self.field = field
-
-    def __call__(self, sample: dict) -> dict:
-        from conan_core.tokenizer import clean_text
-
-        ids = self.tokenizer(clean_text(sample[self.field]), add_special_tokens=True,
-                             return_attention_mask=False)["input_ids"]
-        return {"ids": list(ids), "key": (sample.get("__url__", ""), sample.get("__key__", ""))}
-
-
-# ----------------------------------------------------------------------------- pretraining
-
-class PackedLMBatches(Stage):
-    """Packs tokenised documents (``{"ids", "key"}`` items of ``inner``) into batches of
-    ``batch_size`` rows of ``seq_len`` tokens, resumably.
-
-    Yields ``{"input_ids", "segment_ids", "labels", "attention_mask"}`` (LongTensor [B, L]),
-    ``"keys"`` (the ``(url, key)`` of every document that *starts* in the batch, so each document
-    is counted exactly once) and ``"tokens"`` (B·L). Rows are the concatenation of the documents, a
-    document longer than what is left of a row continuing in the next row (same cut as
-    :func:`conan_core.data.packing.pack`, with no extra EOS since documents end with ``</s>``).
-    ``segment_ids`` number the documents of a row from 0. ``labels`` equal ``input_ids`` except -100
-    at the first token of every document but the row's first: with the document mask the previous
-    document's last token cannot see the next one, so predicting it would only add noise.
-    State: the pending tokens, segments and keys, plus the inner stage's state.
-    """
-
-    def __init__(self, inner: Iterable[dict], batch_size: int, seq_len: int):
-        self.inner = inner
-        self.batch_size = int(batch_size)
-        self.seq_len = int(seq_len)
-        self._tokens: list[int] = []
-        self._segments: list[int] = []
-        self._starts: list[tuple[int, str, str]] = []  # (token offset, url, key) of pending documents
-        self._doc = 0
-        self._counts = {"documents": 0, "empty_docs": 0, "rows": 0}
-
-    def __iter__(self) -> Iterator[dict]:
-        need = self.batch_size * self.seq_len
-        for item in self.inner:
-            ids = item["ids"]
-            if not ids:
-                self._counts["empty_docs"] += 1
-                continue
-            url, key = item["key"]
-            self._starts.append((len(self._tokens), str(url), str(key)))
-            self._tokens.extend(ids)
-            self._segments.extend([self._doc] * len(ids))
-            self._doc += 1
-            self._counts["documents"] += 1
-            while len(self._tokens) >= need:
-                yield self._emit(need)
-
-    def _emit(self, need: int) -> dict:
-        tokens, segments = self._tokens[:need], self._segments[:need]
-        keys = [(u, k) for off, u, k in self._starts if off < need]
-        doc_starts = {off for off, _, _ in self._starts if off < need}
-        self._tokens, self._segments = self._tokens[need:], self._segments[need:]
-        self._starts = [(off - need, u, k) for off, u, k in self._starts if off >= need]
-        B, L = self.batch_size, self.seq_len
-        ids = torch.tensor(tokens, dtype=torch.long).view(B, L)
-        seg = torch.tensor(segments, dtype=torch.long).view(B, L)
-        seg = seg - seg[:, :1]  # documents numbered from 0 inside each row
-        labels = ids.clone()
-        flat = labels.view(-1)
-        for off in doc_starts:
-            if off % L:  # a document start inside a row (not the row's first token)
-                flat[off] = IGNORE
-        self._counts["rows"] += B
-        return {"input_ids": ids, "segment_ids": seg, "labels": labels,
-                "attention_mask": torch.ones_like(ids), "keys": keys, "tokens": B * L}
-
-    def state_dict(self) -> dict:
-        return {"tokens": list(self._tokens), "segments": list(self._segments),
-                "starts": [list(s) for s in self._starts], "doc": self._doc, "counts": dict(self._counts),
-                "inner": stage_state(self.inner, "PackedLMBatches")}
-
-    def load_state_dict(self, state: dict) -> None:
-        load_stage_state(self.inner, state["inner"], "PackedLMBatches")
-        self._tokens = list(state["tokens"])
-        self._segments = list(state["segments"])
-        self._starts = [(int(o), str(u), str(k)) for o, u, k in state["starts"]]
-        self._doc = int(state["doc"])
-        self._counts = dict(state["counts"])
-
-    def counters(self) -> dict[str, int]:
-        inner = self.inner.counters() if hasattr(self.inner, "counters") else {}
-        return {**inner, **self._counts}
-
-
-# ----------------------------------------------------------------------------- SFT
-
-class SFTTokenizer:
-    """``pairs sample -> {"prompt": ids, "output": ids, "key"}`` (prompt = query, output = pos)."""
-
-    def __init__(self, tokenizer: Any):
-        self.tokenizer = tokenizer
-
-    def __call__(self, sample: dict) -> dict:
-        from conan_core.tokenizer import clean_text
-
-        tok = self.tokenizer
-        prompt = tok(clean_text(sample["query"]), add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        output = tok(clean_text(sample["pos"]), add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        return {"prompt": list(prompt), "output": list(output),
-                "key": (sample.get("__url__", ""), sample.get("__key__", ""))}
 
 
 def sft_row(prompt: Sequence[int], output: Sequence[int], bos: int, eos: int, max_length: int
@@ -229,30 +71,6 @@ def collate_sft(items: Sequence[dict], bos: int, eos: int, pad_id: int, max_leng
 
 # ----------------------------------------------------------------------------- embeddings
 
-class PairTokenizer:
-    """``pairs sample -> tokenised query / positive (+ ids)`` in the embedder's format.
-
-    The query instruction is the sample's ``instruction`` when present and non-empty, else
-    ``default_instruction``. Negatives stay texts (the miner picks them later, in the main process).
-    """
-
-    def __init__(self, tokenizer: Any, max_length: int, default_instruction: str = ""):
-        self.tokenizer = tokenizer
-        self.max_length = int(max_length)
-        self.default_instruction = default_instruction
-
-    def __call__(self, sample: dict) -> dict:
-        from conan_core.miners.pool import example_id_of
-
-        instruction = sample.get("instruction") or self.default_instruction
-        (q,), (nq,) = tokenize_texts(self.tokenizer, [sample["query"]], self.max_length, instruction)
-        (p,), _ = tokenize_texts(self.tokenizer, [sample["pos"]], self.max_length, None)
-        return {"query": q, "query_prefix": nq, "positive": p, "query_id": text_id(sample["query"]),
-                "positive_id": text_id(sample["pos"]), "example_id": example_id_of(sample, -1),
-                "neg": list(sample.get("neg", [])), "task": sample.get("task", "default"),
-                "key": (sample.get("__url__", ""), sample.get("__key__", ""))}
-
-
 def collate_pairs(items: Sequence[dict], pad_id: int) -> dict:
     """``{"query": {input_ids, attention_mask, pool_mask}, "positive": {...}, "query_ids",
     "positive_ids" LongTensor[B], "example_ids": list[str], "keys", "tokens", "task"}``."""
@@ -280,54 +98,11 @@ def add_negatives(batch: dict, negatives: Sequence[Sequence[str]], tokenizer: An
     return batch
 
 
-class STSTokenizer:
-    """``sts sample -> {"s1", "s2" ids, "score", "key"}`` (documents' format, no instruction)."""
-
-    def __init__(self, tokenizer: Any, max_length: int):
-        self.tokenizer = tokenizer
-        self.max_length = int(max_length)
-
-    def __call__(self, sample: dict) -> dict:
-        (a, b), _ = tokenize_texts(self.tokenizer, [sample["s1"], sample["s2"]], self.max_length, None)
-        return {"s1": a, "s2": b, "score": float(sample["score"]),
-                "key": (sample.get("__url__", ""), sample.get("__key__", ""))}
-
-
 def collate_sts(items: Sequence[dict], pad_id: int) -> dict:
     """``{"s1": {...}, "s2": {...}, "scores": float32 [S], "keys"}``."""
     return {"s1": pad_rows([it["s1"] for it in items], pad_id), "s2": pad_rows([it["s2"] for it in items], pad_id),
             "scores": torch.tensor([it["score"] for it in items], dtype=torch.float32),
             "keys": [tuple(it["key"]) for it in items]}
-
-
-# ----------------------------------------------------------------------------- filtering
-
-class DropIds(Stage):
-    """Passes the items of ``inner`` whose ``example_id`` is not in ``drop``; counts
-    the others as ``teacher_dropped`` (the weak stage's teacher filter). Picklable, resumable."""
-
-    def __init__(self, inner: Iterable[dict], drop: Iterable[str]):
-        self.inner = inner
-        self.drop = frozenset(drop)
-        self._dropped = 0
-
-    def __iter__(self) -> Iterator[dict]:
-        for item in self.inner:
-            if item["example_id"] in self.drop:
-                self._dropped += 1
-                continue
-            yield item
-
-    def state_dict(self) -> dict:
-        return {"dropped": self._dropped, "inner": stage_state(self.inner, "DropIds")}
-
-    def load_state_dict(self, state: dict) -> None:
-        load_stage_state(self.inner, state["inner"], "DropIds")
-        self._dropped = int(state["dropped"])
-
-    def counters(self) -> dict[str, int]:
-        inner = self.inner.counters() if hasattr(self.inner, "counters") else {}
-        return {**inner, "teacher_dropped": self._dropped}
 
 
 # ----------------------------------------------------------------------------- unpacked LM rows

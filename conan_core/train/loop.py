@@ -1,17 +1,23 @@
 """The training loop: one class, read top to bottom (style rule 7: no callback maze).
 
-A stage hands the :class:`Trainer` three things:
+A stage hands the :class:`Trainer`:
 
 * an **objective**: an ``nn.Module`` whose ``forward(batch, *, step, alpha)`` returns
-  ``{"loss": 0-dim tensor, "metrics": {name: float}}`` (model + pooler + loss live inside it, so
-  DDP / FSDP2 wrap one module and the checkpoint holds every trainable parameter). An objective
-  with ``handles_backward = True`` (GradCache) runs its own backward inside ``forward`` (it gets an
-  extra ``backward_scale`` argument) and returns a detached loss;
-* a **stream**: ``next_batch() -> dict`` (tensors, nested dicts of tensors, ``"keys"``: the
-  ``(url, key)`` of every sample consumed, ``"tokens"``: real tokens in the batch),
-  ``state_dict()`` / ``load_state_dict()`` (exact position) and ``counters()``;
-* :class:`TrainerOptions` (the stage config's numbers) plus optional extra stateful objects
-  (``states``: e.g. the miner) and ``alpha_fn(step) -> float`` (the soft-mask schedule).
+  ``{"loss": 0-dim tensor, "metrics": {name: float}, "observations": ... (optional)}`` (model +
+  pooler + loss live inside it, so DDP / FSDP2 wrap one module and the checkpoint holds every
+  trainable parameter). An objective with ``handles_backward = True`` (GradCache) runs its own
+  backward inside ``forward`` (it gets an extra ``backward_scale`` argument) and returns a
+  detached loss;
+* a **stream** (:mod:`conan_core.train.streams`): ``next_batch() -> dict`` (tensors, nested dicts
+  of tensors, ``"keys"``: the ``(url, key)`` of every sample consumed, ``"tokens"``: real tokens
+  in the batch), ``state_dict()`` / ``load_state_dict()`` (exact position) and ``counters()``;
+  optionally ``observe(observations)``, called after every micro-batch with what the objective
+  returned (the supervised stream's miner learns the negatives' scores this way), and
+  ``window_metrics()``, logged with every ``metrics.jsonl`` line;
+* the stage's **settings** (its config section: steps, lr, accumulation, clipping, checkpoints
+  ...), an **optimizer factory** (``build(named_parameters, lr, weight_decay)``) and
+  ``alpha_fn(step) -> float`` (the soft-mask schedule), all from
+  :func:`conan_core.builder.build_stage`, plus the run's :class:`RunFlags`.
 
 One optimizer step ``s`` (1-based):
 
@@ -40,7 +46,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -125,41 +131,15 @@ class BatchStream(Protocol):
     def counters(self) -> dict: ...
 
 
-@dataclass
-class TrainerOptions:
-    """The knobs of one stage's loop (from a ``StageConfig`` and the ``RunConfig``)."""
+@dataclass(frozen=True)
+class RunFlags:
+    """How a stage is started (command-line flags, not config): resume from the newest committed
+    checkpoint or start over, accept changed data, skip a corrupt checkpoint, show a progress bar."""
 
-    stage: str
-    steps: int
-    grad_accum: int = 1
-    lr: float = 1e-4
-    warmup_ratio: float = 0.05
-    lr_decay: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    nan_policy: str = "stop"
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    optimizer: dict = field(default_factory=lambda: {"type": "adamw"})
-    precision: str = "auto"
-    parallel: str = "auto"
     resume: bool = True
     allow_data_change: bool = False
     fallback_checkpoint: bool = False
     progress: bool = True
-
-    @classmethod
-    def from_stage(cls, stage: str, stage_cfg: Any, run_cfg: Any, **flags: Any) -> "TrainerOptions":
-        """Options from ``run_cfg.<stage>`` and ``run_cfg.precision``; ``flags`` set the rest."""
-        return cls(stage=stage, steps=stage_cfg.steps, grad_accum=stage_cfg.grad_accum, lr=stage_cfg.lr,
-                   warmup_ratio=stage_cfg.warmup_ratio, lr_decay=stage_cfg.lr_decay,
-                   weight_decay=stage_cfg.weight_decay, max_grad_norm=stage_cfg.max_grad_norm,
-                   nan_policy=stage_cfg.nan_policy, checkpoint_every=stage_cfg.checkpoint_every,
-                   keep_checkpoints=stage_cfg.keep_checkpoints, log_every=stage_cfg.log_every,
-                   optimizer=dict(stage_cfg.optimizer), precision=run_cfg.precision,
-                   # ``parallel`` is not a RunConfig field yet: auto (see distributed.wrap_model)
-                   parallel=run_cfg.parallel, **flags)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -188,40 +168,39 @@ def move_to(batch: Any, device: torch.device) -> Any:
 
 
 class Trainer:
-    """Runs ``options.steps`` optimizer steps of one stage; see the module docstring."""
+    """Runs ``settings.steps`` optimizer steps of one stage; see the module docstring."""
 
-    def __init__(self, objective: nn.Module, stream: BatchStream, options: TrainerOptions, out_dir: Path, *,
-                 env: D.DistEnv | None = None, world: dict | None = None, states: dict | None = None,
-                 alpha_fn: Callable[[int], float] | None = None, data_generator: torch.Generator | None = None,
+    def __init__(self, objective: nn.Module, stream: BatchStream, settings: Any, out_dir: Path, *, name: str,
+                 optimizer: Any, alpha_fn: Callable[[int], float] | None = None, precision: str = "auto",
+                 parallel: str = "auto", flags: RunFlags = RunFlags(), env: D.DistEnv | None = None,
+                 world: dict | None = None, data_generator: torch.Generator | None = None,
                  trainer_state: dict | None = None):
-        self.options = options
+        self.settings = settings
+        self.name = name
+        self.flags = flags
         self.env = env or D.DistEnv()
         self.out_dir = Path(out_dir)
         self.stream = stream
         self.world = dict(world or {})
         self.world.setdefault("world_size", self.env.world_size)
-        self.states = dict(states or {})
         self.alpha_fn = alpha_fn or (lambda step: 0.0)
         self.data_generator = data_generator
         # stage-specific plain data saved with the trainer state (e.g. teacher filter counts)
         self.extra = dict(trainer_state or {})
-        self.faults = FaultInjector.from_env(self.env.rank, options.stage)
+        self.faults = FaultInjector.from_env(self.env.rank, name)
 
         self.raw = objective.to(self.env.device)
         self.handles_backward = bool(getattr(objective, "handles_backward", False))
         # an objective that runs its own backward passes cannot go through DDP's hooks:
         # its gradients are averaged explicitly (distributed.average_gradients)
-        strategy = "none" if self.handles_backward else options.parallel
+        strategy = "none" if self.handles_backward else parallel
         self.model, self.parallel = D.wrap_model(self.raw, self.env, strategy)
-        from conan_core.registries import REGISTRIES
-
-        factory = REGISTRIES["optimizers"].build(options.optimizer, f"{options.stage}.optimizer")
-        self.optimizer = factory.build(self.model.named_parameters(), options.lr, options.weight_decay)
-        self.schedule = WarmupDecay(self.optimizer, options.steps, options.warmup_ratio, options.lr_decay)
+        self.optimizer = optimizer.build(self.model.named_parameters(), settings.lr, settings.weight_decay)
+        self.schedule = WarmupDecay(self.optimizer, settings.steps, settings.warmup_ratio, settings.lr_decay)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.amp_dtype = autocast_dtype(options.precision, self.env.device)
+        self.amp_dtype = autocast_dtype(precision, self.env.device)
 
-        self.ckpt = CheckpointManager(self.out_dir / "checkpoints", options.keep_checkpoints,
+        self.ckpt = CheckpointManager(self.out_dir / "checkpoints", settings.keep_checkpoints,
                                       rank=self.env.rank, barrier=lambda: D.barrier(self.env),
                                       faults=self.faults)
         self.step = 0
@@ -232,8 +211,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ public
     def fit(self) -> dict:
-        """Train to ``options.steps`` (resuming when asked); returns the summary dict."""
-        opts, env = self.options, self.env
+        """Train to ``settings.steps`` (resuming when asked); returns the summary dict."""
+        opts, env = self.settings, self.env
         t_start = time.perf_counter()
         resumed_from = self._start()
         suffix = "" if env.rank == 0 else f".rank-{env.rank}"
@@ -257,7 +236,7 @@ class Trainer:
                     now = time.perf_counter()
                     record = {"step": step, "loss": r.loss, "lr": lr, "alpha": r.alpha, "grad_norm": r.grad_norm,
                               "tokens_per_s": window_tokens / max(now - window_t, 1e-9),
-                              "skipped_steps": self.skipped, **r.metrics}
+                              "skipped_steps": self.skipped, **r.metrics, **self._window_metrics()}
                     metrics.write(record)
                     window_t, window_tokens = now, 0
                 if bar is not None:
@@ -272,7 +251,7 @@ class Trainer:
                 self.faults.after_step(step)
                 if self._term:
                     log.warning("%s: SIGTERM received: checkpoint %d committed, stopping (resume to continue)",
-                                opts.stage, step)
+                                self.name, step)
                     preempted = True
                     break
         finally:
@@ -282,7 +261,7 @@ class Trainer:
                 metrics.close()
             if bar is not None:
                 bar.close()
-        return {"stage": opts.stage, "steps": self.step, "final_loss": self.last_loss,
+        return {"stage": self.name, "steps": self.step, "final_loss": self.last_loss,
                 "seconds": round(time.perf_counter() - t_start, 3), "skipped_steps": self.skipped,
                 "tokens": self.tokens, "preempted": preempted, "resumed_from": resumed_from,
                 "counters": self.counters()}
@@ -293,7 +272,7 @@ class Trainer:
         Raises :class:`NonFiniteLossError` under policy ``stop``; updates ``self.step``,
         ``self.tokens``, ``self.last_loss`` and the SIGTERM flag (agreed by every rank).
         """
-        opts, env = self.options, self.env
+        opts, env = self.settings, self.env
         self.faults.step_start(step)
         self.schedule.apply(step - 1)
         alpha = float(self.alpha_fn(step))
@@ -315,6 +294,9 @@ class Trainer:
                 loss = self.faults.loss(step, out["loss"])
             if not self.handles_backward:
                 (loss / opts.grad_accum).backward()
+            observe = getattr(self.stream, "observe", None)
+            if observe is not None:  # e.g. the miner learns the scores of the negatives it chose
+                observe(out.get("observations"))
             loss_sum += loss.detach().double()
             for k, v in out.get("metrics", {}).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -341,21 +323,25 @@ class Trainer:
         if any_bad:
             self.optimizer.zero_grad(set_to_none=True)
             if opts.nan_policy == "stop":
-                raise NonFiniteLossError(opts.stage, step, float(local_loss), gnorm, keys)
+                raise NonFiniteLossError(self.name, step, float(local_loss), gnorm, keys)
             self.skipped += 1
             log.warning("%s: non-finite loss/grad at step %d (loss=%s, grad_norm=%s): step skipped "
-                        "(%d so far); batch keys: %s", opts.stage, step, float(local_loss), gnorm,
+                        "(%d so far); batch keys: %s", self.name, step, float(local_loss), gnorm,
                         self.skipped, keys[:8])
         else:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if not self._weights_finite():
-                raise NonFiniteWeightsError(opts.stage, step, self.nonfinite_parameters())
+                raise NonFiniteWeightsError(self.name, step, self.nonfinite_parameters())
         self.step = step
         self.tokens += step_tokens
         self.last_loss = mean_loss
         return StepResult(loss=mean_loss, grad_norm=gnorm, skipped=any_bad, keys=keys, tokens=step_tokens,
                           alpha=alpha, metrics={k: v / opts.grad_accum for k, v in sums.items()})
+
+    def _window_metrics(self) -> dict:
+        window = getattr(self.stream, "window_metrics", None)
+        return dict(window()) if window is not None else {}
 
     def _weights_finite(self) -> bool:
         """Whether every parameter is finite, agreed by every rank: one fused max-abs per tensor
@@ -399,19 +385,18 @@ class Trainer:
             self.ckpt.write_object("optimizer.pt", optim_sd)
             self.ckpt.write_json("trainer.json", {
                 "step": self.step, "skipped": self.skipped, "tokens": self.tokens, "last_loss": self.last_loss,
-                "schedule": self.schedule.state_dict(), "world": self.world, "stage": self.options.stage,
-                "steps": self.options.steps, "alpha": float(self.alpha_fn(max(self.step, 1))),
+                "schedule": self.schedule.state_dict(), "world": self.world, "stage": self.name,
+                "steps": self.settings.steps, "alpha": float(self.alpha_fn(max(self.step, 1))),
                 "extra": self.extra})
         self.ckpt.write_object(f"rank-{env.rank:05d}.pt", {
             "rng": capture_rng_state(self.data_generator),
-            "stream": self.stream.state_dict(),
-            "states": {name: obj.state_dict() for name, obj in self.states.items()}})
+            "stream": self.stream.state_dict()})
         return self.ckpt.commit()
 
     def _start(self) -> int:
         """Load the newest valid checkpoint (``resume``) or clear the stage's old state; returns its step."""
-        opts, env = self.options, self.env
-        if not opts.resume:
+        opts, env = self.settings, self.env
+        if not self.flags.resume:
             if env.is_main:
                 shutil.rmtree(self.ckpt.root, ignore_errors=True)
                 for name in self._log_files():
@@ -421,7 +406,7 @@ class Trainer:
         found, error = None, None
         if env.is_main:
             try:
-                hit = self.ckpt.find_latest(fallback=opts.fallback_checkpoint)
+                hit = self.ckpt.find_latest(fallback=self.flags.fallback_checkpoint)
                 found = ("ok", str(hit[0]) if hit else None)
             except ConanError as exc:  # every rank must raise, not only rank 0
                 found, error = ("error", str(exc)), exc
@@ -436,19 +421,19 @@ class Trainer:
         path = Path(found[1])
         self._load(path)
         self._rewind_logs(self.step)
-        log.info("%s: resumed from %s (step %d of %d)", opts.stage, path, self.step, opts.steps)
+        log.info("%s: resumed from %s (step %d of %d)", self.name, path, self.step, opts.steps)
         return self.step
 
     def _load(self, path: Path) -> None:
-        opts, env = self.options, self.env
+        env = self.env
         # trainer.json since 0.2; trainer.pt (same content) in checkpoints of 0.1
         trainer = (load_json(path / "trainer.json") if (path / "trainer.json").is_file()
                    else load_object(path / "trainer.pt"))
         changed = [(name, trainer["world"].get(name), self.world.get(name)) for name in WORLD_FIELDS
                    if trainer["world"].get(name) != self.world.get(name)]
-        if changed and not opts.allow_data_change:
+        if changed and not self.flags.allow_data_change:
             name, old, new = changed[0]
-            raise WorldChangedError(opts.stage, path, name, old, new)
+            raise WorldChangedError(self.name, path, name, old, new)
         D.load_model_state(self.raw, load_tensors(path / "model.safetensors"), self.parallel)
         D.load_optimizer_state(self.raw, self.optimizer, load_object(path / "optimizer.pt"), self.parallel)
         self.schedule.load_state_dict(trainer["schedule"])
@@ -460,16 +445,17 @@ class Trainer:
         rank_file = path / f"rank-{env.rank:05d}.pt"
         if changed:
             log.warning("%s: resuming from %s although %s; the data position restarts (--allow-data-change)",
-                        opts.stage, path, ", ".join(f"{n} changed {o!r} -> {v!r}" for n, o, v in changed))
+                        self.name, path, ", ".join(f"{n} changed {o!r} -> {v!r}" for n, o, v in changed))
             if rank_file.is_file():
                 restore_rng_state(load_object(rank_file)["rng"], self.data_generator)
             return
         per_rank = load_object(rank_file)
         restore_rng_state(per_rank["rng"], self.data_generator)
-        self.stream.load_state_dict(per_rank["stream"])
-        for name, obj in self.states.items():
-            if name in per_rank["states"]:
-                obj.load_state_dict(per_rank["states"][name])
+        stream_state = per_rank["stream"]
+        legacy_miner = (per_rank.get("states") or {}).get("miner")  # checkpoints of 0.1 kept it apart
+        if legacy_miner is not None and isinstance(stream_state, dict) and stream_state.get("miner") is None:
+            stream_state = {**stream_state, "miner": legacy_miner}
+        self.stream.load_state_dict(stream_state)
 
     def _log_files(self) -> list[Path]:
         return sorted(self.out_dir.glob("steps*.jsonl")) + [self.out_dir / "metrics.jsonl"]
@@ -487,11 +473,11 @@ class Trainer:
         return torch.autocast(device_type=self.env.device.type, dtype=self.amp_dtype)
 
     def _progress_bar(self, initial: int):
-        if not (self.options.progress and self.env.is_main):
+        if not (self.flags.progress and self.env.is_main):
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.options.steps, initial=initial, desc=self.options.stage, dynamic_ncols=True,
+        return tqdm(total=self.settings.steps, initial=initial, desc=self.name, dynamic_ncols=True,
                     leave=True)
 
     def _install_sigterm(self):

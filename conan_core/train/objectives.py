@@ -55,28 +55,34 @@ class EmbeddingObjective(nn.Module):
     ``query_ids`` / ``positive_ids`` LongTensor[B], optional ``negative_ids`` [B, n],
     ``example_ids`` (list[str], for the miner) and optional ``sts`` (``s1``, ``s2``, ``scores``).
 
+    The loss (kind ``contrastive_losses``) is called as its contract says:
+    ``loss(q, p, n, query_ids=, positive_ids=, negative_ids=)``.
+
     * ``gather=True`` (weak stage on several ranks): queries, positives, negatives and their ids
       are all-gathered across ranks *with gradients*
       (:func:`conan_core.losses.gather.all_gather_with_grad`), so every query sees the global batch
       as in-batch negatives and, after DDP's average, the gradient equals the single-process one.
-    * the miner's ``observe`` gets this rank's rows of ``neg_scores`` every step: the scores the
-      loss already computed (no extra forward pass).
-    * an STS batch adds the CoSENT loss (``sts_loss``); a ``cbb`` loss takes it as ``sts=`` instead.
+    * a loss with ``grad_cache_chunk`` is computed with GradCache
+      (:func:`conan_core.train.grad_cache.grad_cache_step`): this objective then runs its own
+      backward (``handles_backward``) and returns a detached loss.
+    * an STS batch adds ``sts_weight * sts_loss(e1, e2, scores)`` (kind ``pair_losses``).
+    * ``observations``: this rank's ``example_ids`` and the ``neg_scores`` [B, n] the loss computed
+      (detached, float32, CPU), which the trainer hands to the data stream (the miner's input:
+      no extra forward pass).
     """
 
     def __init__(self, model: nn.Module, pooler: nn.Module, mask: Any, loss: nn.Module, *,
-                 sts_loss: nn.Module | None = None, miner: Any = None, gather: bool = False,
-                 sts_in_loss: bool = False):
+                 sts_loss: nn.Module | None = None, sts_weight: float = 1.0, gather: bool = False):
         super().__init__()
         self.model = model
         self.pooler = pooler
         self.mask = mask
         self.loss = loss
         self.sts_loss = sts_loss
-        self.miner = miner
+        self.sts_weight = float(sts_weight)
         self.gather = gather
-        self.sts_in_loss = sts_in_loss
-        self.handles_backward = bool(getattr(loss, "handles_backward", False))
+        self.grad_cache_chunk = getattr(loss, "grad_cache_chunk", None)
+        self.handles_backward = self.grad_cache_chunk is not None
         self._alpha = 0.0
         freeze_unused_head(model)
 
@@ -91,22 +97,23 @@ class EmbeddingObjective(nn.Module):
     def forward(self, batch: dict, *, step: int, alpha: float, backward_scale: float = 1.0) -> dict:
         from conan_core.losses.gather import all_gather_no_grad, all_gather_with_grad, rank, world_size
 
-        ids = {"positive_ids": batch["positive_ids"], "query_ids": batch["query_ids"]}
-        if "negative_ids" in batch:
-            ids["negative_ids"] = batch["negative_ids"]
+        ids = {"query_ids": batch["query_ids"], "positive_ids": batch["positive_ids"],
+               "negative_ids": batch.get("negative_ids")}
         metrics: dict[str, float] = {}
         sts_out = None
-        if self.handles_backward:  # GradCache: the loss encodes in chunks and runs backward itself
+        if self.handles_backward:  # GradCache: encode in chunks, run the backward here
+            from conan_core.train.grad_cache import grad_cache_step
+
             self._alpha = alpha
-            negative = batch.get("negative")
-            out = self.loss(self._encode_chunk, batch["query"], batch["positive"], negative,
-                            backward_scale=backward_scale, **ids)
+            out = grad_cache_step(self.loss, self._encode_chunk, batch["query"], batch["positive"],
+                                  batch.get("negative"), chunk=self.grad_cache_chunk,
+                                  backward_scale=backward_scale, **ids)
             loss = out.loss
             neg_scores = out.neg_scores
             if "sts" in batch and self.sts_loss is not None:
                 sts_out = self._sts(batch["sts"], alpha)
-                (sts_out.loss * backward_scale).backward()
-                loss = loss + sts_out.loss.detach()
+                (self._weighted(sts_out.loss) * backward_scale).backward()
+                loss = loss + self._weighted(sts_out.loss.detach())
         else:
             q = self.embed(batch["query"], alpha)
             p = self.embed(batch["positive"], alpha)
@@ -118,26 +125,26 @@ class EmbeddingObjective(nn.Module):
             if self.gather and w > 1:
                 q, p = all_gather_with_grad(q), all_gather_with_grad(p)
                 n = all_gather_with_grad(n) if n is not None else None
-                ids = {k: all_gather_no_grad(v) for k, v in ids.items()}
-            kwargs = dict(ids)
-            if "sts" in batch and self.sts_in_loss:
-                s = batch["sts"]
-                kwargs["sts"] = (self.embed(s["s1"], alpha), self.embed(s["s2"], alpha), s["scores"])
-            out = self.loss(q, p, n, **kwargs)
+                ids = {k: all_gather_no_grad(v) if v is not None else None for k, v in ids.items()}
+            out = self.loss(q, p, n, **ids)
             loss = out.loss
             neg_scores = out.neg_scores
             if neg_scores is not None and self.gather and w > 1:
                 neg_scores = neg_scores[r * b:(r + 1) * b]  # this rank's own queries
-            if "sts" in batch and self.sts_loss is not None and not self.sts_in_loss:
+            if "sts" in batch and self.sts_loss is not None:
                 sts_out = self._sts(batch["sts"], alpha)
-                loss = loss + sts_out.loss.to(loss.dtype)
+                loss = loss + self._weighted(sts_out.loss.to(loss.dtype))
         metrics.update(out.metrics)
         if sts_out is not None:
             metrics["cosent"] = float(sts_out.loss.detach())
-        if self.miner is not None and neg_scores is not None:
-            replaced = self.miner.observe(batch["example_ids"], neg_scores.detach().float().cpu())
-            metrics["negatives_replaced"] = float(replaced.sum())
-        return {"loss": loss, "metrics": metrics}
+        observations = None
+        if neg_scores is not None:
+            observations = {"example_ids": batch["example_ids"], "neg_scores": neg_scores.detach().float().cpu()}
+        return {"loss": loss, "metrics": metrics, "observations": observations}
+
+    def _weighted(self, value: torch.Tensor) -> torch.Tensor:
+        # a weight of 1 adds no multiplication, so the default objective is bit-identical to a plain sum
+        return value if self.sts_weight == 1.0 else self.sts_weight * value
 
     def _sts(self, sts: dict, alpha: float):
         e1, e2 = self.embed(sts["s1"], alpha), self.embed(sts["s2"], alpha)

@@ -68,6 +68,17 @@ class LookupTranslator(Translator):
         for row in (read_parallel(config.path) if rows is None else rows):
             self.add(row["lang"], row["text"], row["en"])
 
+    @classmethod
+    def example_config(cls, tmp_dir: Path) -> dict:
+        """A two-row parallel file (de, fr) in ``tmp_dir``."""
+        import json
+
+        path = Path(tmp_dir) / "parallel.jsonl"
+        rows = [{"lang": "de", "text": "Datei öffnen", "en": "Open file"},
+                {"lang": "fr", "text": "Ouvrir le fichier", "en": "Open file"}]
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        return {"path": str(path)}
+
     def add(self, lang: str, text: str, en: str) -> None:
         """Record that ``text`` (in ``lang``) translates English ``en`` (first entry wins)."""
         norm = self.config.normalize

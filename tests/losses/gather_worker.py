@@ -63,15 +63,17 @@ def main(out_dir: str) -> None:
     out["splice_grad"] = y.grad
 
     enc = encoder()
-    loss = REGISTRIES["losses"].build("cbb")
+    loss = REGISTRIES["contrastive_losses"].build("cbb")
     res = loss(enc(data["q"]), enc(data["p"]), enc(data["neg"][r]),
-               sts=(enc(data["s1"][r]), enc(data["s2"][r]), data["scores"][r]),
                positive_ids=data["positive_ids"], negative_ids=data["negative_ids"][r])
-    res.loss.backward()
+    # v1's objective as the supervised stage computes it (preset tiny-cbb: sts_weight 0.8)
+    sts = REGISTRIES["pair_losses"].build("cosent")(enc(data["s1"][r]), enc(data["s2"][r]), data["scores"][r])
+    total = res.loss + 0.8 * sts.loss
+    total.backward()
     for p in enc.parameters():  # what DDP does: average the gradients over ranks
         dist.all_reduce(p.grad)
         p.grad /= w
-    out["cbb_loss"] = res.loss.detach()
+    out["cbb_loss"] = total.detach()
     out["cbb_grads"] = [p.grad for p in enc.parameters()]
     out["cbb_neg_scores"] = res.neg_scores
     out["cbb_masked"] = res.metrics["masked"]

@@ -11,7 +11,7 @@ from conan_core.registries import REGISTRIES
 
 
 def build(**fields):
-    return REGISTRIES["losses"].build({"type": "causal_lm", **fields})
+    return REGISTRIES["lm_losses"].build({"type": "causal_lm", **fields})
 
 
 def full_ce(hidden, weight, labels):
@@ -108,4 +108,4 @@ def test_bad_inputs_name_the_argument():
         build()(hidden, weight.T, labels)
     with pytest.raises(LossInputError, match="labels"):
         build()(hidden, weight, labels[:, 1:])
-    assert REGISTRIES["losses"].default_spec("causal_lm")["chunk_size"] == 4096
+    assert REGISTRIES["lm_losses"].default_spec("causal_lm")["chunk_size"] == 4096

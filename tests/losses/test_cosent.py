@@ -10,11 +10,11 @@ import torch
 from conan_core.losses.base import LossInputError
 from conan_core.registries import REGISTRIES
 
-import loss_oracle as ref
+from tests.losses import loss_oracle as ref
 
 
 def build(**fields):
-    return REGISTRIES["losses"].build({"type": "cosent", **fields})
+    return REGISTRIES["pair_losses"].build({"type": "cosent", **fields})
 
 
 def data(seed, b=6, h=5):
@@ -70,4 +70,4 @@ def test_bad_scores_shape():
     e1, e2, _ = data(0)
     with pytest.raises(LossInputError, match="scores"):
         build()(e1, e2, torch.ones(5))
-    assert math.isclose(REGISTRIES["losses"].default_spec("cosent")["tau"], 0.05)
+    assert math.isclose(REGISTRIES["pair_losses"].default_spec("cosent")["tau"], 0.05)

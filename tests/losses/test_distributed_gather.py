@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import gather_worker
-import loss_oracle as ref
+from tests.losses import gather_worker
+from tests.losses import loss_oracle as ref
 from conan_core.losses.gather import all_gather_with_grad
 from conan_core.registries import REGISTRIES
 
@@ -67,13 +67,13 @@ def test_cbb_gradients_equal_single_process_global_batch(ranks):
     data = gather_worker.inputs()
     w = gather_worker.WORLD
     enc = gather_worker.encoder()
-    loss = REGISTRIES["losses"].build("cbb")  # no process group here: a world of 1
+    loss = REGISTRIES["contrastive_losses"].build("cbb")  # no process group here: a world of 1
     all_neg = torch.cat([data["neg"][r] for r in range(w)], 1)  # [B, W*n, 6], rank 0's negatives first
     all_ids = torch.cat([data["negative_ids"][r] for r in range(w)], 1)
     q, p, neg = enc(data["q"]), enc(data["p"]), enc(all_neg)
     info = loss(q, p, neg, positive_ids=data["positive_ids"], negative_ids=all_ids)
     # STS is each rank's own batch: DDP averages the per-rank CoSENT terms
-    cos_terms = [REGISTRIES["losses"].build("cosent")(enc(data["s1"][r]), enc(data["s2"][r]), data["scores"][r]).loss
+    cos_terms = [REGISTRIES["pair_losses"].build("cosent")(enc(data["s1"][r]), enc(data["s2"][r]), data["scores"][r]).loss
                  for r in range(w)]
     global_loss = info.loss + 0.8 * sum(cos_terms) / w
     # the value is also the float64 formula
@@ -86,7 +86,7 @@ def test_cbb_gradients_equal_single_process_global_batch(ranks):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
         n = data["neg"].shape[2]
         torch.testing.assert_close(ranks[r]["cbb_neg_scores"], info.neg_scores[:, r * n:(r + 1) * n])
-    # each rank's loss is its InfoNCE (identical on all ranks) plus its own weighted CoSENT
+    # each rank's objective is its InfoNCE_cbb (identical on all ranks) plus its own weighted CoSENT
     for r in range(w):
         torch.testing.assert_close(ranks[r]["cbb_loss"], (info.loss + 0.8 * cos_terms[r]).detach(),
                                    rtol=1e-12, atol=1e-12)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import loss_oracle as ref
+from tests.losses import loss_oracle as ref
 import pytest
 import torch
 
-from conan_core.errors import ConanError, ConfigError
+from conan_core.errors import ConfigError
 from conan_core.losses.base import LossInputError
 from conan_core.registries import REGISTRIES
 
 
 def build(**fields):
-    return REGISTRIES["losses"].build({"type": "matryoshka", **fields})
+    return REGISTRIES["contrastive_losses"].build({"type": "matryoshka", **fields})
 
 
 def data(seed, b=4, n=2, h=8):
@@ -33,32 +33,31 @@ def test_info_nce_prefixes_match_formula_with_skipped_dims_and_weights():
     for g, w in zip(torch.autograd.grad(out.loss, (q, p, neg)), torch.autograd.grad(want, (q, p, neg))):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     # neg_scores of the full size, and one metric per dim
-    full = REGISTRIES["losses"].build("info_nce")(q, p, neg, **ids)
+    full = REGISTRIES["contrastive_losses"].build("info_nce")(q, p, neg, **ids)
     torch.testing.assert_close(out.neg_scores, full.neg_scores)
     assert {"loss@2", "loss@4", "loss@8"} <= set(out.metrics)
 
 
 def test_paper_dims_default_equal_weights():
-    spec = REGISTRIES["losses"].default_spec("matryoshka")
+    spec = REGISTRIES["contrastive_losses"].default_spec("matryoshka")
     assert spec["dims"] == [256, 512, 1024, 1536, 2048, 3072, 3584] and spec["weights"] is None
     loss = build()
     assert loss.dims_for(3584) == [(d, 1.0) for d in spec["dims"]]
     assert loss.dims_for(32) == [(32, 1.0)]  # a tiny model trains at its full size only
 
 
-def test_wraps_cosent_and_cbb_slicing_only_embeddings():
-    g = torch.Generator().manual_seed(3)
-    e1, e2 = (torch.randn(5, 8, generator=g, dtype=torch.float64) for _ in range(2))
-    scores = torch.rand(5, generator=g, dtype=torch.float64)
-    out = build(loss={"type": "cosent", "tau": 0.1}, dims=[3])(e1, e2, scores)
-    want = ref.cosent(e1[:, :3], e2[:, :3], scores, tau=0.1) + ref.cosent(e1, e2, scores, tau=0.1)
+def test_wraps_any_contrastive_loss_slicing_only_embeddings():
+    q, p, neg = data(4)
+    ids = dict(positive_ids=torch.tensor([1, 2, 3, 4]), negative_ids=torch.arange(10, 10 + neg.shape[0] * neg.shape[1])
+               .view(neg.shape[0], neg.shape[1]))
+    out = build(loss="cbb", dims=[4])(q, p, neg, **ids)
+    want = sum(ref.info_nce(q[:, :d], p[:, :d], neg[..., :d], **ids) for d in (4, 8))
     torch.testing.assert_close(out.loss, want, rtol=1e-12, atol=1e-12)
 
-    q, p, neg = data(4)
-    out = build(loss="cbb", dims=[4])(q, p, neg, sts=(e1, e2, scores))
-    want = sum(ref.info_nce(q[:, :d], p[:, :d], neg[..., :d]) + 0.8 * ref.cosent(e1[:, :d], e2[:, :d], scores)
-               for d in (4, 8))
-    torch.testing.assert_close(out.loss, want, rtol=1e-12, atol=1e-12)
+
+def test_a_pair_loss_is_refused_in_the_contrastive_slot():
+    with pytest.raises(ConfigError, match="'cosent' is a pair_losses key, and this slot takes contrastive_losses"):
+        build(loss="cosent")
 
 
 def test_config_and_input_errors():
@@ -68,8 +67,6 @@ def test_config_and_input_errors():
         build(loss={"type": "info_nce", "temperature": -1})
     with pytest.raises(ConfigError, match="infonse"):
         build(loss="infonse")
-    with pytest.raises(ConanError, match="inside"):
-        build(loss="cached")
     q, p, neg = data(0)
     with pytest.raises(LossInputError, match="one size"):
         build()(q, p[:, :4])

@@ -190,5 +190,4 @@ def test_state_dict_round_trip_is_an_exact_resume(with_fn):
 
 def test_defaults_are_the_paper_values():
     conf = DynamicV1Miner.Config()
-    assert (conf.interval, conf.decay_ratio, conf.max_abs_score, conf.rank_start, conf.num_negatives) == \
-        (100, 1.15, 0.8, 10, 7)
+    assert (conf.interval, conf.decay_ratio, conf.max_abs_score, conf.rank_start) == (100, 1.15, 0.8, 10)

@@ -68,8 +68,8 @@ def test_rule_matches_float64_reference_on_random_scores():
 
 def _miner(cands: int = 10, n: int = 2, **fields) -> DynamicV2Miner:
     pool = {"e": [(f"c{i}", f"text {i}", 0.9 - 0.01 * i) for i in range(cands)]}
-    spec = {"type": "dynamic_v2", "num_negatives": n, "rank_start": 0, "relative_margin": None, **fields}
-    return REGISTRIES["miners"].build(spec, pool=pool)
+    spec = {"type": "dynamic_v2", "rank_start": 0, "relative_margin": None, **fields}
+    return REGISTRIES["miners"].build(spec, pool=pool, num_negatives=n)
 
 
 def _ids(miner, eid="e"):
@@ -146,8 +146,8 @@ def test_rank_start_skips_the_top_candidates_by_default():
 
 def test_thresholds_are_config_fields_with_paper_defaults_and_constraints():
     conf = DynamicV2Miner.Config()
-    assert (conf.never_hard, conf.decay_ratio, conf.still_hard, conf.num_negatives, conf.rank_start) == \
-        (0.4, 1.2, 0.7, 7, 10)
+    assert (conf.never_hard, conf.decay_ratio, conf.still_hard, conf.rank_start) == (0.4, 1.2, 0.7, 10)
+    assert REGISTRIES["miners"].build({"type": "dynamic_v2"}, pool={"e": ["x"] * 20}).num_negatives == 7
     with pytest.raises(ConfigError, match="never_hard"):
         REGISTRIES["miners"].build({"type": "dynamic_v2", "never_hard": 1.5}, pool={"e": ["x"]})
     miner = _miner(never_hard=0.2)
@@ -179,18 +179,19 @@ def _drive(miner, steps, seed, trace):
 
 
 def test_state_dict_round_trip_is_an_exact_resume():
-    spec = {"type": "dynamic_v2", "rank_start": 2, "num_negatives": 4, "selection": "shuffled", "seed": 3}
+    spec = {"type": "dynamic_v2", "rank_start": 2, "selection": "shuffled"}
+    runtime = {"num_negatives": 4, "seed": 3}
     pool = CandidatePool(_random_pool(), positive_scores={f"q{i}": 0.95 for i in range(6)})
-    full = REGISTRIES["miners"].build(spec, pool=pool)
+    full = REGISTRIES["miners"].build(spec, pool=pool, **runtime)
     trace_full: list = []
     _drive(full, 20, seed=7, trace=trace_full)
     _drive(full, 20, seed=8, trace=trace_full)
 
-    first = REGISTRIES["miners"].build(spec, pool=pool)
+    first = REGISTRIES["miners"].build(spec, pool=pool, **runtime)
     trace: list = []
     _drive(first, 20, seed=7, trace=trace)
     state = json.loads(json.dumps(first.state_dict()))  # JSON-serialisable
-    resumed = REGISTRIES["miners"].build(spec, pool=pool)
+    resumed = REGISTRIES["miners"].build(spec, pool=pool, **runtime)
     resumed.load_state_dict(state)
     _drive(resumed, 20, seed=8, trace=trace)
     assert trace == trace_full
@@ -209,10 +210,10 @@ def test_state_of_another_config_is_refused():
 
 def test_shuffled_selection_is_deterministic_under_seed_and_order_independent():
     pool = _random_pool(num_examples=3, cands=40)
-    spec = {"type": "dynamic_v2", "selection": "shuffled", "seed": 11}
+    spec = {"type": "dynamic_v2", "selection": "shuffled"}
 
     def negs(seed, order):
-        m = REGISTRIES["miners"].build({**spec, "seed": seed}, pool=pool)
+        m = REGISTRIES["miners"].build(spec, pool=pool, seed=seed)
         out = {eid: [c.id for c in m.negatives_for([eid])[0]] for eid in order}
         return out
 
@@ -227,5 +228,5 @@ def test_shuffled_selection_is_deterministic_under_seed_and_order_independent():
 
 def test_pool_candidates_given_as_candidate_objects():
     pool = {"e": [Candidate(f"c{i}", f"t{i}", 0.5, 0) for i in range(12)]}
-    miner = REGISTRIES["miners"].build({"type": "dynamic_v2", "num_negatives": 2}, pool=pool)
+    miner = REGISTRIES["miners"].build({"type": "dynamic_v2"}, pool=pool, num_negatives=2)
     assert [c.id for c in miner.negatives_for(["e"])[0]] == ["c10", "c11"]

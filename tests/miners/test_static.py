@@ -8,13 +8,15 @@ import json
 import pytest
 import torch
 
+from conan_core.errors import ConfigError
 from conan_core.miners.pool import Candidate, CandidatePool, normalize_text
 from conan_core.miners.pooled import MinerError
 from conan_core.registries import REGISTRIES
 
 
-def build(key, pool, **fields):
-    return REGISTRIES["miners"].build({"type": key, **fields}, pool=pool)
+def build(key, pool, num_negatives=7, **fields):
+    """A miner of ``key``; ``num_negatives`` is the stage's value, a runtime argument."""
+    return REGISTRIES["miners"].build({"type": key, **fields}, pool=pool, num_negatives=num_negatives)
 
 
 def _pool(n=30, score=lambda r: 0.9 - 0.02 * r, **extras):
@@ -147,3 +149,18 @@ def test_score_filter_falls_back_to_least_similar_when_nothing_is_left():
     again = build("static", pool, num_negatives=4)
     again.load_state_dict(json.loads(json.dumps(miner.state_dict())))
     assert [c.id for c in again.negatives_for(["e"])[0]] == [c.id for c in negs]
+
+
+def test_stage_values_are_runtime_arguments():
+    from conan_core.miners.pooled import MinerError
+
+    pool = _pool()
+    searched = build("static", pool, num_negatives=3, relative_margin=None)  # a ranked search: ranks 1..10 unused
+    given = REGISTRIES["miners"].build({"type": "static", "relative_margin": None}, pool=pool, num_negatives=3,
+                                       ranked_pool=False)
+    assert [c.rank for c in searched.negatives_for(["e"])[0]] == [11, 12, 13]
+    assert [c.rank for c in given.negatives_for(["e"])[0]] == [1, 2, 3]  # chosen negatives: none skipped
+    with pytest.raises(MinerError, match="num_negatives must be >= 1"):
+        build("static", pool, num_negatives=0)
+    with pytest.raises(ConfigError, match="num_negatives"):  # no longer a miner field: supervised.num_negatives
+        REGISTRIES["miners"].build({"type": "static", "num_negatives": 3}, pool=pool)

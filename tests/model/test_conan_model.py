@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from model_reference import all_masks, block_reference, build_mask, context, tiny_config
+from tests.model.model_reference import all_masks, block_reference, build_mask, context, tiny_config
 from torch.nn import functional as F
 
 from conan_core.errors import ConanError

@@ -8,7 +8,7 @@ from transformers import LlamaForCausalLM
 from conan_core.model import ConanForCausalLM
 from conan_core.model.llama import from_llama_config, to_llama_config
 
-from model_reference import tiny_config
+from tests.model.model_reference import tiny_config
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])

@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from conan_core.model import ConanConfig, ConanForCausalLM, ConanModel, register_auto
 
-from model_reference import build_mask, tiny_config
+from tests.model.model_reference import build_mask, tiny_config
 
 
 def sample():

@@ -4,7 +4,7 @@ import torch
 
 from conan_core.model.rope import apply_rope, default_position_ids, positions_from_segments, rope_tables
 
-from model_reference import rope64
+from tests.model.model_reference import rope64
 
 
 def test_rope_matches_complex_rotation_in_float64():

@@ -12,13 +12,11 @@ from pathlib import Path
 SCRIPT = """
 import itertools, json, sys
 from conan_core.data.batching import task_batches
-from conan_core.data.mixing import MixedSource
 from conan_core.registries import REGISTRIES
 build = REGISTRIES["sources"].build
 path = sys.argv[1]
-mix = MixedSource([build({"type": "pair_shards", "path": path, "shuffle_buffer": 7}, seed=1),
-                   build({"type": "pair_shards", "path": path, "tasks": ["retrieval"]}, seed=2)], [2, 1], seed=3)
-out = [[s["__key__"] for s in b] for b in itertools.islice(task_batches(mix, 3), 40)]
+source = build({"type": "pair_shards", "path": path, "shuffle_buffer": 7}, seed=1)
+out = [[s["__key__"] for s in b] for b in itertools.islice(task_batches(source, {"retrieval": 3, "*": 2}), 40)]
 print(json.dumps(out))
 """
 

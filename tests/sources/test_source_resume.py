@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from conan_core.data.batching import task_batches
-from conan_core.data.mixing import MixedSource
-from conan_core.data.packing import pack
+from conan_core.data.loader import Map, ResumableLoader
+from conan_core.data.packing import PackedLMBatches
 from conan_core.data.samples import DataError
 from conan_core.registries import REGISTRIES
-from conan_core.sources.reader import Map, ResumableLoader
 
 
 EPOCH = 8 * 24
@@ -110,19 +109,18 @@ def test_finite_loader_continues_with_the_next_epoch_after_resume(sets, tmp_path
     assert resumed.counters()["samples"] == 80
 
 
-def test_pipeline_of_mix_batches_and_packing_resumes_exactly_with_workers(sets, tmp_path):
+def test_pipeline_of_task_batches_and_packing_resumes_exactly_with_workers(sets, tmp_path):
     text = sets.text(tmp_path / "t", 4, 12)
     pairs = sets.pairs(tmp_path / "p", 48, 6)
 
     def batches():
-        mixed = MixedSource([build("pair_shards", path=str(pairs), shuffle_buffer=5, seed=1),
-                             build("pair_shards", path=str(pairs), shuffle_buffer=0, seed=2)], [0.7, 0.3], seed=9)
-        return ResumableLoader(Map(task_batches(mixed, {"retrieval": 3, "*": 2}), keys_of), num_workers=2,
+        source = build("pair_shards", path=str(pairs), shuffle_buffer=5, seed=1)
+        return ResumableLoader(Map(task_batches(source, {"retrieval": 3, "*": 2}), keys_of), num_workers=2,
                                snapshot_every=3)
 
-    def rows():
+    def rows():  # the packer pretraining uses
         docs = Map(build("text_shards", path=str(text), shuffle_buffer=4, seed=5), char_ids)
-        return ResumableLoader(Map(pack(docs, 16, eos_id=0), as_lists), num_workers=2, snapshot_every=4)
+        return ResumableLoader(Map(PackedLMBatches(docs, 2, 16), as_lists), num_workers=2, snapshot_every=4)
 
     for make, total, k in ((batches, 60, 23), (rows, 50, 17)):
         ref = take(make(), total)
@@ -138,11 +136,11 @@ def keys_of(batch):
 
 
 def char_ids(sample):
-    return [ord(c) for c in sample["text"]]
+    return {"ids": [ord(c) for c in sample["text"]], "key": url_key(sample)}
 
 
-def as_lists(row):
-    return (row[0].tolist(), row[1].tolist())
+def as_lists(batch):
+    return (batch["input_ids"].tolist(), batch["segment_ids"].tolist(), batch["keys"])
 
 
 def test_changed_num_workers_is_refused_naming_old_and_new(text8):

@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from conan_core.data.samples import DataError
 from conan_core.registries import REGISTRIES
-from conan_core.sources.reader import ResumableLoader
+from conan_core.data.loader import ResumableLoader
 
 
 def build(key: str, **fields):

@@ -1,29 +1,13 @@
-"""Fixtures of the training tests. The helpers live in ``harness.py``, which this conftest loads by
-path under the unique module name ``conan_train_test_harness`` (other test directories have their
-own ``conftest.py``, so ``from conftest import ...`` would be ambiguous); pytest imports a
-directory's conftest before its test modules, so they can ``from conan_train_test_harness import``."""
+"""Fixtures of the training tests (the helpers are in :mod:`tests.train.harness`)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-
-def _harness():
-    name = "conan_train_test_harness"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("harness.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _harness()
+from tests.train import harness as H
 
 
 @pytest.fixture(scope="session")

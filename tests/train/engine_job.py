@@ -102,8 +102,10 @@ def build(cfg: dict, env=None):
     ``lr``, ``batch_size``, ``shards``, ``per_shard``, ``checkpoint_every``, ``keep``, ``nan_policy``,
     ``resume``, ``allow_data_change``, ``fallback``, ``parallel``, ``fingerprint``, ``num_workers``
     (the last two only enter the checkpoint's world), ``seed``."""
+    from conan_core.config import StageConfig
+    from conan_core.registries import REGISTRIES
     from conan_core.train import distributed as D
-    from conan_core.train.loop import Trainer, TrainerOptions
+    from conan_core.train.loop import RunFlags, Trainer
     from conan_core.train.rng import seed_everything
 
     env = env or D.DistEnv()
@@ -111,17 +113,18 @@ def build(cfg: dict, env=None):
     objective = TinyObjective()
     stream = SyntheticStream(cfg.get("shards", 8), cfg.get("per_shard", 24), cfg.get("batch_size", 4),
                              env.rank, env.world_size, gen)
-    opts = TrainerOptions(
-        stage="engine", steps=cfg["steps"], grad_accum=cfg.get("grad_accum", 2), lr=cfg.get("lr", 3e-3),
-        warmup_ratio=0.2, lr_decay="cosine", weight_decay=0.01, max_grad_norm=1.0,
-        nan_policy=cfg.get("nan_policy", "stop"), checkpoint_every=cfg.get("checkpoint_every", 3),
-        keep_checkpoints=cfg.get("keep", 10), log_every=1, precision="fp32", resume=cfg.get("resume", True),
-        allow_data_change=cfg.get("allow_data_change", False),
-        fallback_checkpoint=cfg.get("fallback", False), progress=False, parallel=cfg.get("parallel", "auto"))
+    settings = StageConfig(
+        steps=cfg["steps"], grad_accum=cfg.get("grad_accum", 2), lr=cfg.get("lr", 3e-3), warmup_ratio=0.2,
+        lr_decay="cosine", weight_decay=0.01, max_grad_norm=1.0, nan_policy=cfg.get("nan_policy", "stop"),
+        checkpoint_every=cfg.get("checkpoint_every", 3), keep_checkpoints=cfg.get("keep", 10), log_every=1)
+    flags = RunFlags(resume=cfg.get("resume", True), allow_data_change=cfg.get("allow_data_change", False),
+                     fallback_checkpoint=cfg.get("fallback", False), progress=False)
     world = {"data_fingerprint": cfg.get("fingerprint", "synthetic-v1"), "world_size": env.world_size,
              "num_workers": cfg.get("num_workers", 0)}
-    trainer = Trainer(objective, stream, opts, Path(cfg["out"]), env=env, world=world,
-                      alpha_fn=lambda s: s / cfg["steps"], data_generator=gen)
+    trainer = Trainer(objective, stream, settings, Path(cfg["out"]), name="engine",
+                      optimizer=REGISTRIES["optimizers"].build("adamw"), alpha_fn=lambda s: s / cfg["steps"],
+                      precision="fp32", parallel=cfg.get("parallel", "auto"), flags=flags, env=env, world=world,
+                      data_generator=gen)
     return trainer, gen
 
 

@@ -24,7 +24,7 @@ def make_objective(gather: bool):
                                            "intermediate_size": 32}).build(50)
     pooler = REGISTRIES["poolers"].build({"type": "mean"}, hidden_size=16)
     mask = REGISTRIES["masks"].build({"type": "soft"})
-    loss = REGISTRIES["losses"].build({"type": "info_nce"})
+    loss = REGISTRIES["contrastive_losses"].build({"type": "info_nce"})
     return EmbeddingObjective(model, pooler, mask, loss, gather=gather)
 
 

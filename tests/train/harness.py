@@ -1,12 +1,10 @@
 """Helpers of the training tests: run ``engine_job.py`` or ``conan <stage>`` in a subprocess
 (optionally under torchrun) with a ``CONAN_FAULT``, and compare results exactly.
 
-``conftest.py`` loads this file by path as ``conan_train_test_harness``; test modules import from
-that name."""
+Test modules import them from ``tests.train.harness``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -87,10 +85,10 @@ def assert_same_final(a: Path, b: Path) -> None:
 
 
 def load_job_module():
-    spec = importlib.util.spec_from_file_location("conan_engine_job", JOB)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``engine_job`` as a module (it is also run as a script by :func:`run_job`)."""
+    from tests.train import engine_job
+
+    return engine_job
 
 
 BASE = {"steps": 12, "grad_accum": 2, "checkpoint_every": 3, "batch_size": 4}

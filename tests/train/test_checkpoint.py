@@ -11,7 +11,7 @@ import torch
 
 from conan_core.train.checkpoint import (MANIFEST, CheckpointCorruptError, CheckpointManager, load_object,
                                          load_tensors, verify)
-from conan_train_test_harness import BASE, assert_ok, assert_same_final, run_job
+from tests.train.harness import BASE, assert_ok, assert_same_final, run_job
 
 
 def _save(mgr: CheckpointManager, step: int, value: float):

@@ -1,19 +1,18 @@
-"""Collators and batch stages: the formats match the Embedder's, SFT labels cover only the output,
-packing matches ``conan_core.data.packing.pack`` and resumes exactly, text ids mask variants."""
+"""Collators and batch steps: the formats match the Embedder's, SFT labels cover only the output,
+packing cuts the concatenated documents into rows and resumes exactly, text ids mask variants."""
 
 from __future__ import annotations
 
 import torch
 
 from conan_core.data.batching import TaskBatcher
-from conan_core.data.packing import pack
-from conan_core.train.collate import (IGNORE, DropIds, PackedLMBatches, PairTokenizer, add_negatives,
-                                      collate_docs, collate_pairs, collate_sft, pad_rows, sft_row, text_id,
-                                      tokenize_texts)
+from conan_core.data.packing import IGNORE, PackedLMBatches
+from conan_core.data.tokenize import DropIds, PairTokenizer, text_id, tokenize_texts
+from conan_core.train.collate import add_negatives, collate_docs, collate_pairs, collate_sft, pad_rows, sft_row
 
 
-class ListStage:
-    """A resumable list of items (the Stage contract: a cursor with a position)."""
+class ListItems:
+    """A resumable list of items (the Resumable contract: a cursor with a position)."""
 
     def __init__(self, items):
         self.items = items
@@ -52,9 +51,11 @@ def test_text_ids_match_normalised_text():
 def test_packing_matches_reference_and_counts_each_document_once():
     docs = _docs()
     eos = 2
-    ref = [ids for ids, _ in pack(iter(docs), 8, eos)]  # reference packer appends the EOS itself
+    # the reference: every document and its EOS concatenated, cut into rows of 8 (a partial row dropped)
+    flat = [t for d in docs if d for t in d + [eos]]
+    ref = [torch.tensor(flat[i:i + 8]) for i in range(0, len(flat) - 7, 8)]
     items = [{"ids": d + [eos] if d else [], "key": ("u", f"k{i}")} for i, d in enumerate(docs)]
-    batches = list(PackedLMBatches(ListStage(items), batch_size=2, seq_len=8))
+    batches = list(PackedLMBatches(ListItems(items), batch_size=2, seq_len=8))
     rows = [r for b in batches for r in b["input_ids"]]
     assert len(rows) == len(ref) - len(ref) % 2
     for got, want in zip(rows, ref):
@@ -75,12 +76,12 @@ def test_packing_matches_reference_and_counts_each_document_once():
 
 def test_packing_resumes_exactly():
     items = [{"ids": d + [2], "key": ("u", f"k{i}")} for i, d in enumerate(_docs(40, seed=3))]
-    full = list(PackedLMBatches(ListStage(items), 2, 8))
-    stage = PackedLMBatches(ListStage(items), 2, 8)
+    full = list(PackedLMBatches(ListItems(items), 2, 8))
+    stage = PackedLMBatches(ListItems(items), 2, 8)
     it = iter(stage)
     head = [next(it) for _ in range(3)]
     state = stage.state_dict()
-    fresh = PackedLMBatches(ListStage(items), 2, 8)
+    fresh = PackedLMBatches(ListItems(items), 2, 8)
     fresh.load_state_dict(state)
     rest = list(fresh)
     for a, b in zip(head + rest, full):
@@ -136,7 +137,7 @@ def test_pairs_negatives_and_teacher_filter(small_tokenizer):
     samples = [{"query": f"query {i}", "pos": f"passage {i}", "neg": ["n1", "n2"], "task": "retrieval",
                 "__key__": f"k{i}", "__url__": "shard.tar"} for i in range(5)]
     samples[1]["instruction"] = "Classify"
-    items = list(DropIds(ListStage([tok(s) for s in samples]), {"k2"}))
+    items = list(DropIds(ListItems([tok(s) for s in samples]), {"k2"}))
     assert [it["example_id"] for it in items] == ["k0", "k1", "k3", "k4"]
     batch = collate_pairs(items, pad_id=0)
     assert batch["query"]["input_ids"].shape[0] == 4 and batch["example_ids"] == ["k0", "k1", "k3", "k4"]
@@ -147,7 +148,7 @@ def test_pairs_negatives_and_teacher_filter(small_tokenizer):
     # each query's instruction: its own when present, else the default
     instr = [small_tokenizer.decode(r) for r in batch["query"]["input_ids"][:2]]
     assert "Retrieve" in instr[0] and "Classify" in instr[1]
-    drop = DropIds(ListStage([tok(s) for s in samples]), {"k2"})
+    drop = DropIds(ListItems([tok(s) for s in samples]), {"k2"})
     it = iter(drop)
     next(it), next(it), next(it)
     assert drop.counters()["teacher_dropped"] == 1
@@ -158,5 +159,5 @@ def test_task_batches_are_homogeneous(small_tokenizer):
     tasks = ["retrieval", "clr", "retrieval", "classification", "clr", "retrieval", "clr", "retrieval"]
     samples = [{"query": f"q{i}", "pos": f"p{i}", "task": t, "__key__": f"k{i}", "__url__": "u"}
                for i, t in enumerate(tasks)]
-    batches = list(TaskBatcher(ListStage([tok(s) for s in samples]), 2, key="task", drop_last=True))
+    batches = list(TaskBatcher(ListItems([tok(s) for s in samples]), 2, key="task", drop_last=True))
     assert [{it["task"] for it in b} for b in batches] == [{"retrieval"}, {"clr"}, {"retrieval"}]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conan_train_test_harness import assert_ok, assert_same_final, run_job, summaries
+from tests.train.harness import assert_ok, assert_same_final, run_job, summaries
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_fsdp2_matches_ddp_and_resumes_exactly(tmp_path):
     order), and a SIGTERM + resume under FSDP2 is bit-exact (sharded state gathered and re-sharded)."""
     import torch
 
-    from conan_train_test_harness import load_final
+    from tests.train.harness import load_final
 
     ddp, fsdp, resumed = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "resumed"
     assert_ok(run_job({**DIST, "out": str(ddp), "parallel": "ddp"}, nproc=2))
@@ -89,7 +89,7 @@ def test_gathered_in_batch_negatives_match_the_global_batch(tmp_path):
 
     import torch
 
-    from conan_train_test_harness import HERE, REPO, TIMEOUT, job_env
+    from tests.train.harness import HERE, REPO, TIMEOUT, job_env
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv_backend=c10d",
            "--rdzv_endpoint=localhost:0", "--max_restarts=0", str(HERE / "gather_job.py"), str(tmp_path)]

@@ -16,7 +16,7 @@ from conan_core.train.faults import FaultInjector, FaultSpecError, parse_faults
 from conan_core.train.metrics import truncate_jsonl
 from conan_core.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from conan_core.train.schedule import WarmupDecay, lr_factor, warmup_steps
-from conan_train_test_harness import load_job_module
+from tests.train.harness import load_job_module
 
 
 @pytest.mark.parametrize("decay", ["cosine", "linear", "constant"])

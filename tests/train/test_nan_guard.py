@@ -11,7 +11,7 @@ import torch
 
 from conan_core.train.checkpoint import load_object, load_tensors
 from conan_core.train.loop import NonFiniteLossError
-from conan_train_test_harness import load_job_module
+from tests.train.harness import load_job_module
 
 JOB = load_job_module()
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from conan_train_test_harness import BASE, assert_ok, assert_same_final, run_job
+from tests.train.harness import BASE, assert_ok, assert_same_final, run_job
 
 
 def _killed(proc) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from conan_core.cli import main
 from conan_core.fsio import sha256_file
-from conan_train_test_harness import REPO, copy_run, job_env, run_cli
+from tests.train.harness import REPO, copy_run, job_env, run_cli
 
 pytestmark = pytest.mark.slow
 EARLIER = ("pretrain", "sft", "weak")

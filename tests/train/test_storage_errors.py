@@ -12,7 +12,7 @@ import pytest
 
 from conan_core.cli import main
 from conan_core.config import dump_config, load_config
-from conan_train_test_harness import run_cli
+from tests.train.harness import run_cli
 
 pytestmark = pytest.mark.slow
 

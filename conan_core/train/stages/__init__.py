@@ -6,7 +6,9 @@
 2. starts the process group when launched by ``torchrun`` (no-op otherwise);
 3. rank 0 prepares the run (demo data, tokenizer: :func:`conan_core.train.prepare.prepare_run`) and
    writes ``config.yaml`` when missing;
-4. the stage module's ``build(ctx)`` assembles objective, data stream and world fingerprint;
+4. the model it starts from (:func:`~conan_core.train.stages.common.start_model`), the stage's
+   components (:func:`conan_core.builder.build_stage`, the only place YAML becomes objects) and
+   the stage module's ``wire(ctx, model, components)`` (objective, data stream, world fingerprint);
 5. :class:`~conan_core.train.loop.Trainer` trains (resuming from the newest committed checkpoint);
 6. ``final/`` (``save_pretrained`` model, tokenizer, ``embedder.json``, ``pooler.safetensors``) and
    ``DONE`` (JSON summary) are written; after SIGTERM it returns ``preempted: True`` instead, with
@@ -26,10 +28,10 @@ from conan_core.errors import ConanError
 from conan_core.rundir import RunLock, check_run_dir
 
 
-def _builders() -> dict:
+def _wirings() -> dict:
     from conan_core.train.stages import pretrain, sft, supervised, weak
 
-    return {"pretrain": pretrain.build, "sft": sft.build, "weak": weak.build, "supervised": supervised.build}
+    return {"pretrain": pretrain.wire, "sft": sft.wire, "weak": weak.wire, "supervised": supervised.wire}
 
 
 def run_stage(cfg: Any, stage: str, run_dir: str | Path, *, resume: bool = True, progress: bool = True,
@@ -79,13 +81,14 @@ def run_stage(cfg: Any, stage: str, run_dir: str | Path, *, resume: bool = True,
 
 def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, progress: bool,
                allow_data_change: bool, fallback_checkpoint: bool) -> dict:
+    from conan_core.builder import build_stage
     from conan_core.config import dump_config
     from conan_core.tokenizer import load_tokenizer
     from conan_core.train import distributed as D
-    from conan_core.train.loop import Trainer, TrainerOptions
+    from conan_core.train.loop import RunFlags, Trainer
     from conan_core.train.prepare import prepare_run, tokenizer_dir
     from conan_core.train.rng import seed_everything
-    from conan_core.train.stages.common import StageContext, save_final, write_json_atomic
+    from conan_core.train.stages.common import StageContext, hidden_size, save_final, start_model, write_json_atomic
 
     stage_dir = run_dir / stage
     done = stage_dir / "DONE"
@@ -106,13 +109,16 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
     tokenizer = load_tokenizer(tokenizer_dir(cfg, run_dir))
     ctx = StageContext(cfg=cfg, stage=stage, run_dir=run_dir, env=env, tokenizer=tokenizer,
                        allow_data_change=allow_data_change, progress=progress)
-    plan = _builders()[stage](ctx)
+    model = start_model(ctx)
+    components = build_stage(cfg, stage, hidden_size(model))
+    plan = _wirings()[stage](ctx, model, components)
     # training randomness starts from the same state whatever the preparation consumed
     data_generator = seed_everything(cfg.seed, env.rank)
-    options = TrainerOptions.from_stage(stage, stage_cfg, cfg, resume=resume, allow_data_change=allow_data_change,
-                                        fallback_checkpoint=fallback_checkpoint, progress=progress)
-    trainer = Trainer(plan.objective, plan.stream, options, stage_dir, env=env, world=plan.world,
-                      states=plan.states, alpha_fn=plan.alpha_fn, data_generator=data_generator,
+    flags = RunFlags(resume=resume, allow_data_change=allow_data_change, fallback_checkpoint=fallback_checkpoint,
+                     progress=progress)
+    trainer = Trainer(plan.objective, plan.stream, components.config, stage_dir, name=stage,
+                      optimizer=components.optimizer, alpha_fn=components.alpha, precision=cfg.precision,
+                      parallel=cfg.parallel, flags=flags, env=env, world=plan.world, data_generator=data_generator,
                       trainer_state=plan.extra)
     try:
         summary = trainer.fit()

@@ -1,7 +1,9 @@
 """What every stage shares: its context, the model it starts from, and the final save.
 
-A stage module exposes ``build(ctx: StageContext) -> StagePlan``; :func:`conan_core.train.stages.run_stage`
-runs the plan with the :class:`~conan_core.train.loop.Trainer` and saves ``final/`` + ``DONE``.
+A stage module exposes ``wire(ctx, model, components) -> StageWiring``: it connects the model and
+the data to the components :func:`conan_core.builder.build_stage` built (it builds no component
+itself); :func:`conan_core.train.stages.run_stage` trains the wiring with the
+:class:`~conan_core.train.loop.Trainer` and saves ``final/`` + ``DONE``.
 """
 
 from __future__ import annotations
@@ -58,22 +60,22 @@ class StageContext:
 
 
 @dataclass
-class StagePlan:
-    """What a stage builder hands the driver.
+class StageWiring:
+    """What a stage's ``wire`` hands the driver.
 
-    ``model``: the backbone (saved with ``save_pretrained``); ``pooler``: saved as
-    ``pooler.safetensors`` when it has weights; ``embedder``: contents of ``embedder.json`` (embedding
-    stages); ``extra``: plain values added to the summary and stored in the checkpoint; ``finish``:
-    called after training for final counters (e.g. the miner's statistics).
+    ``objective`` (model + pooler + loss), ``stream`` (the data, :mod:`conan_core.train.streams`)
+    and ``world`` (what a resume must find unchanged); ``model``: the backbone (saved with
+    ``save_pretrained``); ``pooler``: saved as ``pooler.safetensors`` when it has weights;
+    ``embedder``: contents of ``embedder.json`` (embedding stages); ``extra``: plain values added to
+    the summary and stored in the checkpoint; ``finish``: called after training for final counters
+    (e.g. the miner's statistics).
     """
 
     objective: nn.Module
     stream: Any
     world: dict
-    alpha_fn: Callable[[int], float]
     model: nn.Module
     pooler: nn.Module | None = None
-    states: dict = field(default_factory=dict)
     embedder: dict | None = None
     extra: dict = field(default_factory=dict)
     finish: Callable[[], dict] | None = None
@@ -90,9 +92,9 @@ def previous_stage(cfg: Any, stage: str) -> str | None:
 def start_model(ctx: StageContext) -> nn.Module:
     """A fresh model for pretraining (or when no earlier stage is enabled), else the previous
     stage's ``final/`` (RUNDIR contract: each stage reads the previous one's final directory)."""
-    from conan_core.registries import REGISTRIES
+    from conan_core.builder import build_backbone
 
-    backbone = REGISTRIES["backbones"].build(ctx.cfg.model, "model")
+    backbone = build_backbone(ctx.cfg)
     vocab = len(ctx.tokenizer)
     prev = previous_stage(ctx.cfg, ctx.stage)
     if prev is None:
@@ -139,7 +141,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     atomic_write_json(path, data, indent=1, sort_keys=True, default=str)
 
 
-def save_final(ctx: StageContext, plan: StagePlan, trainer: Any) -> Path:
+def save_final(ctx: StageContext, plan: StageWiring, trainer: Any) -> Path:
     """``<stage>/final``: ``save_pretrained`` model, tokenizer, ``embedder.json``, ``pooler.safetensors``.
 
     Written into ``final.tmp`` and renamed; every rank calls it (FSDP2 gathers the weights)."""
@@ -155,7 +157,7 @@ def save_final(ctx: StageContext, plan: StagePlan, trainer: Any) -> Path:
     return final
 
 
-def _write_final(ctx: StageContext, plan: StagePlan, full: dict | None, tmp: Path) -> None:
+def _write_final(ctx: StageContext, plan: StageWiring, full: dict | None, tmp: Path) -> None:
     from conan_core.backbones.hf import HFDecoder
     from conan_core.embedder import quiet_transformers
 
@@ -181,22 +183,20 @@ def _write_final(ctx: StageContext, plan: StagePlan, full: dict | None, tmp: Pat
             save_file({k: v.detach().to("cpu").contiguous() for k, v in pstate.items()}, str(tmp / "pooler.safetensors"))
 
 
-def embedder_settings(ctx: StageContext, pooler_spec: dict, mask_spec: dict, alpha: float, loss: nn.Module,
-                      hidden_size: int) -> dict:
+def embedder_settings(ctx: StageContext, components: Any, hidden_size: int) -> dict:
     """``embedder.json`` of an embedding stage (docs/RUNDIR.md): the pooler, the mask and alpha the
     stage ended with, and the Matryoshka dims the loss trained (``[]`` without MRL)."""
     from conan_core.losses.matryoshka import MatryoshkaLoss
-    from conan_core.registries import REGISTRIES
 
     dims: list[int] = []
-    for module in loss.modules():
+    for module in components.loss.modules():
         if isinstance(module, MatryoshkaLoss):
             dims = [d for d, _ in module.dims_for(hidden_size)]
             break
     c = ctx.stage_cfg
-    return {"pooler": REGISTRIES["poolers"].resolve(pooler_spec), "mask": REGISTRIES["masks"].resolve(mask_spec),
-            "alpha": float(alpha), "max_length": int(c.max_length), "query_instruction": c.query_instruction,
-            "normalize": True, "mrl_dims": dims, "stage": ctx.stage}
+    return {"pooler": components.specs["pooler"], "mask": components.specs["mask"],
+            "alpha": float(components.alpha(c.steps)), "max_length": int(c.max_length),
+            "query_instruction": c.query_instruction, "normalize": True, "mrl_dims": dims, "stage": ctx.stage}
 
 
 def hidden_size(model: nn.Module) -> int:

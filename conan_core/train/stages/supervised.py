@@ -5,123 +5,93 @@ in-batch ones, MRL through the ``matryoshka`` loss, an STS batch with CoSENT eve
 
 Hard negatives come from ``supervised.miner`` (DHNM ``dynamic_v2`` by default) over the candidate
 pool ``RUN/mine/pool.jsonl`` (``conan mine``); without a mined pool, the supervised shards' own
-``neg`` lists are the pool (then the miner's ``rank_start`` is set to 0: those lists are already
-the chosen negatives, not a ranked search to skip the top of). The loss's ``neg_scores`` feed
-``miner.observe`` every step (no extra forward pass); the miner's state is in every checkpoint.
+``neg`` lists are the pool (``ranked_pool=False``: those lists are already the chosen negatives,
+not a ranked search to skip the top of). The miner belongs to the data stream
+(:class:`~conan_core.train.streams.SupervisedStream`): the objective returns the ``neg_scores`` its
+loss computed, the trainer hands them to the stream after each micro-batch (no extra forward
+pass), and the miner's state is part of the stream's state in every checkpoint.
 
 Across ranks each rank trains on its own task batches (in-batch negatives stay within one task);
-with the ``cbb`` loss (v1's cross-GPU batch balance) every rank reads the same queries and the
-loss gathers the negatives of all ranks (use ``selection: shuffled`` in the miner so ranks draw
-different negatives: its seed is offset by the rank).
+with a loss that declares ``shared_queries`` (``cbb``, v1's cross-GPU batch balance) every rank
+reads the same queries and the loss gathers the negatives of all ranks (use ``selection:
+shuffled`` in the miner so ranks draw different negatives: its seed is offset by the rank).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from conan_core.train.stages.common import StageContext, StagePlan, embedder_settings, hidden_size, start_model
+from torch import nn
+
+from conan_core.train.stages.common import StageContext, StageWiring, embedder_settings, hidden_size
 
 log = logging.getLogger("conan_core.train")
 
 
-def innermost_loss(spec: Any) -> str:
-    """The key of the loss at the bottom of wrapper losses (``cached``, ``matryoshka``)."""
-    spec = {"type": spec} if isinstance(spec, str) else spec
-    while isinstance(spec, dict) and isinstance(spec.get("loss"), (dict, str)):
-        spec = {"type": spec["loss"]} if isinstance(spec["loss"], str) else spec["loss"]
-    return spec["type"]
-
-
-def build(ctx: StageContext) -> StagePlan:
-    from conan_core.registries import REGISTRIES
-    from conan_core.train.data import (
-        SupervisedStream,
-        build_source,
-        file_hash,
-        source_spec,
-        sts_loader,
-        supervised_pairs_loader,
-    )
+def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
+    from conan_core.train.data import build_source, file_hash, source_spec
     from conan_core.train.objectives import EmbeddingObjective
+    from conan_core.train.streams import SupervisedStream, sts_loader, supervised_pairs_loader
 
     cfg, c = ctx.cfg, ctx.cfg.supervised
-    model = start_model(ctx)
-    h = hidden_size(model)
-    pooler = REGISTRIES["poolers"].build(c.pooler, "supervised.pooler", hidden_size=h)
-    _load_previous_pooler(ctx, pooler)
-    mask = REGISTRIES["masks"].build(c.mask, "supervised.mask")
-    loss = REGISTRIES["losses"].build(c.loss, "supervised.loss")
-    cbb = innermost_loss(c.loss) == "cbb"
-    sts_loss = REGISTRIES["losses"].build(c.sts_loss, "supervised.sts_loss") if c.sts_loss is not None else None
-
-    miner, pool_file = build_miner(ctx)
-    # cbb: every rank holds the same queries (its loss gathers the negatives of all ranks)
-    src_kwargs = ctx.source_kwargs() if not cbb else {"rank": 0, "world_size": 1, "seed": cfg.seed}
+    pooler = components.pooler
+    _load_previous_pooler(ctx, pooler, components.specs["pooler"])
+    # a loss that contrasts across ranks (cbb) needs the same queries on every rank
+    shared = bool(components.loss.shared_queries)
+    miner, pool_file = build_miner(ctx, components)
+    src_kwargs = ctx.source_kwargs() if not shared else {"rank": 0, "world_size": 1, "seed": cfg.seed}
     pairs_spec = source_spec(cfg, "supervised", ctx.run_dir, allow_data_change=ctx.allow_data_change)
     pairs = build_source(pairs_spec, path="supervised.source", **src_kwargs)
     sts_source = None
-    if sts_loss is not None or cbb:
+    if components.sts_loss is not None:
         sts_spec = source_spec(cfg, "sts", ctx.run_dir, allow_data_change=ctx.allow_data_change)
-        from pathlib import Path
-
         if Path(sts_spec["path"]).exists():
             sts_source = build_source(sts_spec, path="supervised.sts", **ctx.source_kwargs())
         else:
-            log.warning("supervised: no STS data at %s: training without the CoSENT term", sts_spec["path"])
+            log.warning("supervised: no STS data at %s: training without the STS term", sts_spec["path"])
     stream = SupervisedStream(cfg, supervised_pairs_loader(cfg, pairs, ctx.tokenizer),
                               sts_loader(cfg, sts_source, ctx.tokenizer) if sts_source is not None else None,
                               miner, ctx.tokenizer)
-    objective = EmbeddingObjective(model, pooler, mask, loss, sts_loss=None if cbb else sts_loss, miner=miner,
-                                   gather=False, sts_in_loss=cbb and sts_source is not None)
+    objective = EmbeddingObjective(model, pooler, components.mask, components.loss,
+                                   sts_loss=components.sts_loss if sts_source is not None else None,
+                                   sts_weight=c.sts_weight, gather=False)
     parts = [pairs] + ([sts_source] if sts_source is not None else [])
-    world = ctx.world(*parts, {"pool": file_hash(pool_file) if pool_file else "shards", "cbb": cbb,
+    world = ctx.world(*parts, {"pool": file_hash(pool_file) if pool_file else "shards", "shared_queries": shared,
                                "batch_size": c.batch_size, "sts_batch_size": c.sts_batch_size,
                                "max_length": c.max_length, "num_negatives": c.num_negatives,
                                "instruction": c.query_instruction})
-    states = {"miner": miner} if miner is not None else {}
-    return StagePlan(objective=objective, stream=stream, world=world, model=model, pooler=pooler, states=states,
-                     alpha_fn=lambda step: mask.alpha(step, c.steps),
-                     embedder=embedder_settings(ctx, c.pooler, c.mask, mask.alpha(c.steps, c.steps), loss, h),
-                     finish=(lambda: {"miner": _scalars(miner.stats())}) if miner is not None else None)
+    return StageWiring(objective=objective, stream=stream, world=world, model=model, pooler=pooler,
+                       embedder=embedder_settings(ctx, components, hidden_size(model)),
+                       finish=(lambda: {"miner": _scalars(miner.stats())}) if miner is not None else None)
 
 
-def build_miner(ctx: StageContext):
-    """``(miner or None, path of the mined pool or None)``; None when ``num_negatives`` is 0."""
+def build_miner(ctx: StageContext, components: Any):
+    """``(miner or None, path of the mined pool or None)``: the miner of ``components.miner`` (None
+    when ``num_negatives`` is 0) over ``RUN/mine/pool.jsonl`` when it exists (a ranked search),
+    else over the shards' own ``neg`` lists (already chosen negatives: no top ranks skipped)."""
     from conan_core.miners.pool import CandidatePool
     from conan_core.registries import REGISTRIES
     from conan_core.train.data import shard_pool
 
-    c = ctx.cfg.supervised
-    if c.num_negatives == 0:
+    plan = components.miner
+    if plan is None:
         return None, None
-    spec = dict(c.miner)
-    fields = REGISTRIES["miners"].config_class(spec["type"]).model_fields
-    if "num_negatives" in fields and "num_negatives" not in spec:
-        spec["num_negatives"] = c.num_negatives
-    if "seed" in fields and ctx.env.world_size > 1:
-        spec["seed"] = int(spec.get("seed", 0)) + ctx.env.rank
+    if not REGISTRIES["miners"].get(plan.spec["type"]).needs_pool:
+        return plan.build(pool=None, rank=ctx.env.rank), None
     pool_file = ctx.run_dir / "mine" / "pool.jsonl"
-    if spec["type"] == "in_batch":
-        return REGISTRIES["miners"].build(spec, "supervised.miner"), None
     if pool_file.exists():
-        pool = CandidatePool.load(pool_file)
-        found = pool_file
-    else:
-        pool = shard_pool(ctx.cfg, ctx.run_dir)
-        found = None
-        if "rank_start" in fields:
-            log.info("supervised: no mined pool at %s: using the shards' own negatives (miner rank_start 0)",
-                     pool_file)
-            spec["rank_start"] = 0
-    return REGISTRIES["miners"].build(spec, "supervised.miner", pool=pool), found
+        return plan.build(pool=CandidatePool.load(pool_file), rank=ctx.env.rank), pool_file
+    log.info("supervised: no mined pool at %s: using the shards' own negatives (no ranks skipped)", pool_file)
+    return plan.build(pool=shard_pool(ctx.cfg, ctx.run_dir), rank=ctx.env.rank, ranked_pool=False), None
 
 
-def _load_previous_pooler(ctx: StageContext, pooler: Any) -> None:
-    """Carry a trainable pooler's weights over from the weak stage when it used the same pooler."""
+def _load_previous_pooler(ctx: StageContext, pooler: Any, spec: dict) -> None:
+    """Carry a trainable pooler's weights over from the weak stage when it used the same pooler
+    (``spec``: this stage's resolved pooler spec)."""
     import json
 
-    from conan_core.registries import REGISTRIES
     from conan_core.train.stages.common import previous_stage
 
     if not any(True for _ in pooler.parameters()):
@@ -131,7 +101,7 @@ def _load_previous_pooler(ctx: StageContext, pooler: Any) -> None:
     if final is None or not (final / "pooler.safetensors").is_file():
         return
     settings = json.loads((final / "embedder.json").read_text(encoding="utf-8"))
-    if settings.get("pooler") != REGISTRIES["poolers"].resolve(ctx.cfg.supervised.pooler):
+    if settings.get("pooler") != spec:
         return
     from safetensors.torch import load_file
 

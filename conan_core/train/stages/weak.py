@@ -17,42 +17,30 @@ import logging
 from typing import Any
 
 import torch
+from torch import nn
 
 from conan_core.train import distributed as D
-from conan_core.train.stages.common import (
-    StageContext,
-    StagePlan,
-    embedder_settings,
-    hidden_size,
-    start_model,
-    write_json_atomic,
-)
+from conan_core.train.stages.common import StageContext, StageWiring, embedder_settings, hidden_size, write_json_atomic
 
 log = logging.getLogger("conan_core.train")
 
 
-def build(ctx: StageContext) -> StagePlan:
-    from conan_core.registries import REGISTRIES
-    from conan_core.train.data import build_source, source_spec, weak_stream
+def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
+    from conan_core.train.data import build_source, source_spec
     from conan_core.train.objectives import EmbeddingObjective
+    from conan_core.train.streams import weak_stream
 
     cfg, c = ctx.cfg, ctx.cfg.weak
-    model = start_model(ctx)
-    h = hidden_size(model)
-    pooler = REGISTRIES["poolers"].build(c.pooler, "weak.pooler", hidden_size=h)
-    mask = REGISTRIES["masks"].build(c.mask, "weak.mask")
-    loss = REGISTRIES["losses"].build(c.loss, "weak.loss")
-    objective = EmbeddingObjective(model, pooler, mask, loss, gather=True)
+    objective = EmbeddingObjective(model, components.pooler, components.mask, components.loss, gather=True)
     spec = source_spec(cfg, "weak", ctx.run_dir, allow_data_change=ctx.allow_data_change)
-    teacher = teacher_filter(ctx, spec, objective, mask.alpha(0, c.steps))
+    teacher = teacher_filter(ctx, spec, objective, components.alpha(0))
     source = build_source(spec, path="weak.source", **ctx.source_kwargs())
     stream = weak_stream(cfg, source, ctx.tokenizer, set(teacher["dropped"]))
     world = ctx.world(source, {"batch_size": c.batch_size, "max_length": c.max_length,
                                "dropped": teacher["dropped"], "instruction": c.query_instruction})
     extra = {"teacher": {k: v for k, v in teacher.items() if k != "dropped"}}
-    return StagePlan(objective=objective, stream=stream, world=world, model=model, pooler=pooler, extra=extra,
-                     alpha_fn=lambda step: mask.alpha(step, c.steps),
-                     embedder=embedder_settings(ctx, c.pooler, c.mask, mask.alpha(c.steps, c.steps), loss, h))
+    return StageWiring(objective=objective, stream=stream, world=world, model=model, pooler=components.pooler,
+                       extra=extra, embedder=embedder_settings(ctx, components, hidden_size(model)))
 
 
 def teacher_filter(ctx: StageContext, spec: dict, objective: Any, start_alpha: float) -> dict:
@@ -89,7 +77,8 @@ def teacher_filter(ctx: StageContext, spec: dict, objective: Any, start_alpha: f
 @torch.no_grad()
 def _score_pairs(ctx: StageContext, spec: dict, objective: Any, alpha: float) -> dict[str, float]:
     """Cosine(query, positive) per example id of this rank's share of one pass over the pairs."""
-    from conan_core.train.collate import PairTokenizer, collate_pairs, pad_id_of
+    from conan_core.data.tokenize import PairTokenizer
+    from conan_core.train.collate import collate_pairs, pad_id_of
     from conan_core.train.data import one_pass
     from conan_core.train.loop import autocast_dtype, move_to
 
@@ -131,7 +120,7 @@ def _score_with_embedder(teacher: str, source: Any, c: Any, env: D.DistEnv) -> d
     import numpy as np
 
     from conan_core.embedder import Embedder
-    from conan_core.miners.pool import example_id_of
+    from conan_core.data.samples import example_id_of
 
     emb = Embedder.load(teacher, device=str(env.device))
     samples = list(source)

@@ -1,4 +1,4 @@
-"""The shared reading engine of every source, plus ``Map`` and ``ResumableLoader``.
+"""The reading engine every source shares: splitting, shuffling, exact resume and bad data.
 
 Splitting
     The readers of one run are *pieces*: ``piece = rank * num_workers + worker`` out of
@@ -49,37 +49,26 @@ Bad data
 
     ``lost_samples`` adds the manifest's count of samples never read because of a shard
     problem. In raise mode every shard problem raises DataError naming the shard.
-
-Workers
-    :class:`ResumableLoader` wraps a torch DataLoader over any stage and makes it resumable with
-    ``num_workers`` 0 or more: each worker sends a full snapshot of its stage every
-    ``snapshot_every`` items, the loader records per worker the last snapshot it handed out and
-    how many items followed it, and it emits items in a fixed worker rotation of its own. Resuming
-    restores each worker from its snapshot and re-skips the few items after it (deterministic
-    replay), then continues the rotation where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
-import os
 import random
 from abc import abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Sequence
+from typing import Any, ClassVar, Iterator, Literal
 
-import torch
 from pydantic import Field
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from conan_core.data.samples import DataError, decode_members, validate_sample
-from conan_core.data.shards import TAR_ERRORS, Manifest, file_sha256, iter_tar_groups, read_manifest
+from conan_core.data.resumable import derive_seed, rng_state, set_rng_state, worker_split
+from conan_core.data.samples import DataError
+from conan_core.data.shards import TAR_ERRORS, file_sha256
 from conan_core.registry import ComponentConfig
-from conan_core.sources.base import Source, Stage
+from conan_core.sources.base import Source
 
 logger = logging.getLogger("conan_core.data")
 
@@ -93,43 +82,6 @@ COUNTERS: tuple[str, ...] = (
 READ_ERRORS = TAR_ERRORS
 STATE_VERSION = 1
 _LOGGED_PER_REASON = 5
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 64-bit seed from ``parts`` (stable across processes and PYTHONHASHSEED)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
-
-
-def rng_state(rng: random.Random) -> list:
-    """``rng.getstate()`` as JSON-compatible lists."""
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def set_rng_state(rng: random.Random, state: Sequence) -> None:
-    version, internal, gauss = state
-    rng.setstate((version, tuple(internal), gauss))
-
-
-def worker_split() -> tuple[int, int]:
-    """(worker id, number of workers) of the current DataLoader worker; (0, 1) outside one."""
-    info = get_worker_info()
-    return (info.id, info.num_workers) if info is not None else (0, 1)
-
-
-def stage_state(inner: Any, owner: str) -> Any:
-    """State of an inner iterable, or DataError if it is not resumable."""
-    if not hasattr(inner, "state_dict"):
-        raise DataError(f"{owner} cannot save its position: its input {type(inner).__name__} has no "
-                        "state_dict(); build it on a source or another stage", reason="not_resumable")
-    return inner.state_dict()
-
-
-def load_stage_state(inner: Any, state: Any, owner: str) -> None:
-    if not hasattr(inner, "load_state_dict"):
-        raise DataError(f"{owner} cannot restore a position: its input {type(inner).__name__} has no "
-                        "load_state_dict()", reason="not_resumable")
-    inner.load_state_dict(state)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -153,11 +105,6 @@ class ReaderConfig(ComponentConfig):
         "auto", description="how ranks x workers share the data: whole shards, or records modulo")
     allow_data_change: bool = Field(False, description="on resume with changed data/world, restart "
                                     "the saved epoch instead of failing")
-
-
-class ShardReaderConfig(ReaderConfig):
-    verify: bool = Field(True, description="compare each shard's size and sha256 with the manifest "
-                         "before reading it")
 
 
 # ----------------------------------------------------------------------------- engine
@@ -507,257 +454,3 @@ class ShardedSource(Source):
         if seen < _LOGGED_PER_REASON:
             logger.warning("%s%s", text, " (further ones of this reason are only counted)"
                            if seen == _LOGGED_PER_REASON - 1 else "")
-
-
-class ShardSource(ShardedSource):
-    """Reads webdataset shard sets (directories with a manifest) of the class's ``kind``."""
-
-    Config = ShardReaderConfig
-
-    def _load_units(self) -> tuple[list[Unit], str]:
-        paths = self.config.path if isinstance(self.config.path, list) else [self.config.path]
-        units: list[Unit] = []
-        prints = []
-        for directory in paths:
-            manifest: Manifest = read_manifest(directory)
-            if manifest.kind != self.kind:
-                raise DataError(f"{Path(directory) / 'manifest.json'}: shards of kind {manifest.kind!r}, "
-                                f"but {type(self).__name__} reads {self.kind!r}; use the "
-                                f"{manifest.kind}_shards source", reason="bad_kind")
-            prints.append(manifest.fingerprint())
-            for shard in manifest.shards:
-                path = manifest.path(shard)
-                units.append(Unit(os.fspath(path), path, shard.count, shard.sha256, shard.bytes,
-                                  manifest.fields))
-        return units, hashlib.sha256("\n".join(prints).encode()).hexdigest()
-
-    def _records(self, unit: Unit, offset: int, index: int) -> Iterator[Record]:
-        for group in iter_tar_groups(unit.path, offset):
-            yield Record(group.key, group.members, group.next_offset, group.repeated)
-
-    def _decode(self, record: Record, unit: Unit) -> tuple[dict, list[str]]:
-        if record.repeated:
-            raise DataError("key appears again after other keys (interleaved members or a duplicate "
-                            "key); write each sample's members together", reason="interleaved_key")
-        missing = [f for f in unit.fields if f not in record.payload]
-        if missing:
-            raise DataError(f"partial sample: has members {sorted(record.payload)}, missing {missing}",
-                            reason="partial_sample")
-        raw, events = decode_members(record.payload, repair=self.config.repair_text)
-        sample, more = validate_sample(raw, self.kind, max_chars=self.config.max_chars,
-                                       repair=self.config.repair_text)
-        return sample, events + [e for e in more if e not in events]
-
-
-# ----------------------------------------------------------------------------- stages
-
-class Map(Stage):
-    """Applies ``fn`` to every item of ``inner`` (tokenise, collate ...). ``fn`` must be
-    deterministic and picklable (it runs in DataLoader workers); the state is ``inner``'s."""
-
-    def __init__(self, inner: Iterable, fn: Callable[[Any], Any]):
-        self.inner = inner
-        self.fn = fn
-
-    def __iter__(self) -> Iterator:
-        for item in self.inner:
-            yield self.fn(item)
-
-    def state_dict(self) -> dict:
-        return {"inner": stage_state(self.inner, "Map")}
-
-    def load_state_dict(self, state: dict) -> None:
-        load_stage_state(self.inner, state["inner"], "Map")
-
-    def counters(self) -> dict[str, int]:
-        return self.inner.counters() if hasattr(self.inner, "counters") else {}
-
-
-# ----------------------------------------------------------------------------- loader
-
-@dataclass
-class _Tagged:
-    worker: int
-    item: Any
-    snapshot: dict | None
-    counters: dict[str, int]
-    end: bool = False
-
-
-class _WorkerStream(IterableDataset):
-    """What each DataLoader worker iterates: the stage from its start point, items tagged."""
-
-    def __init__(self, stage: Stage, starts: list[dict] | None, every: int):
-        self.stage = stage
-        self.starts = starts
-        self.every = every
-
-    def __iter__(self) -> Iterator[_Tagged]:
-        worker, _ = worker_split()
-        stage = self.stage
-        start = self.starts[worker] if self.starts else {"snapshot": None, "skip": 0}
-        if start["snapshot"] is not None:
-            stage.load_state_dict(start["snapshot"])
-        items = iter(stage)
-        count = 0
-        for _ in range(start["skip"]):
-            if next(items, _END) is _END:
-                break
-            count += 1
-        for item in items:
-            count += 1
-            snap = stage.state_dict() if count % self.every == 0 else None
-            yield _Tagged(worker, item, snap, stage.counters())
-        yield _Tagged(worker, None, stage.state_dict(), stage.counters(), end=True)
-
-
-_END = object()
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def _sum_counters(parts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for part in parts:
-        for k, v in part.items():
-            total[k] = total.get(k, 0) + v
-    return total
-
-
-class ResumableLoader:
-    """A DataLoader over a stage whose position can be saved and restored exactly.
-
-    Args:
-        stage: a Source or a stage built on sources (Map, MixedSource, TaskBatcher, Packer). It is
-            copied into each worker, which reads its own piece (see the module docstring).
-        num_workers: DataLoader workers; 0 iterates in this process.
-        snapshot_every: a worker sends its stage's full state every this many items; a resume
-            replays at most this many items per worker.
-        seed: seeds the DataLoader's generator (worker torch seeds are then reproducible).
-        prefetch_factor, timeout, multiprocessing_context: passed to DataLoader.
-
-    Items come out in a fixed rotation over workers (0, 1, ..., skipping finished ones), so the
-    sequence depends only on the data, not on worker timing. ``state_dict()`` between two items
-    and ``load_state_dict()`` on a new loader over an equal stage continue the exact sequence.
-    After a finite stage ends in every worker, the next ``iter()`` continues with its next epoch.
-    """
-
-    def __init__(self, stage: Stage, *, num_workers: int = 0, snapshot_every: int = 64, seed: int = 0,
-                 prefetch_factor: int = 2, timeout: float = 0,
-                 multiprocessing_context: str | None = None):
-        if num_workers < 0 or snapshot_every < 1:
-            raise DataError(f"ResumableLoader: need num_workers >= 0 and snapshot_every >= 1, got "
-                            f"{num_workers}, {snapshot_every}", reason="bad_arg")
-        self.stage = stage
-        self.num_workers = int(num_workers)
-        self.snapshot_every = int(snapshot_every)
-        self.seed = seed
-        self.prefetch_factor = prefetch_factor
-        self.timeout = timeout
-        self.multiprocessing_context = multiprocessing_context
-        n = max(1, self.num_workers)
-        self._workers: list[dict] = [{"snapshot": None, "skip": 0} for _ in range(n)]
-        self._ended = [False] * n
-        self._next = 0
-        self._counters: list[dict[str, int]] = [{} for _ in range(n)]
-
-    # -- iteration
-    def __iter__(self) -> Iterator[Any]:
-        if self.num_workers == 0:
-            yield from self._iter_inline()
-        else:
-            yield from self._iter_workers()
-
-    def _iter_inline(self) -> Iterator[Any]:
-        yield from self.stage
-
-    def _iter_workers(self) -> Iterator[Any]:
-        n = self.num_workers
-        if all(self._ended):
-            self._ended = [False] * n
-            self._next = 0
-        loader = DataLoader(_WorkerStream(self.stage, copy.deepcopy(self._workers), self.snapshot_every),
-                            batch_size=None, num_workers=n, collate_fn=_identity,
-                            prefetch_factor=self.prefetch_factor, timeout=self.timeout,
-                            generator=torch.Generator().manual_seed(self.seed),
-                            multiprocessing_context=self.multiprocessing_context)
-        stream = iter(loader)
-        try:
-            yield from self._rotate(stream)
-        finally:
-            # Shut the workers down now: a worker exception's traceback keeps the iterator in a
-            # reference cycle, and when the garbage collector ends it later the queues may be
-            # finalised first, so each worker join waits for its 5 s timeout.
-            shutdown = getattr(stream, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-
-    def _rotate(self, stream: Iterator[_Tagged]) -> Iterator[Any]:
-        """Emit the workers' items in the loader's own fixed rotation, tracking their positions."""
-        queues: list[deque[_Tagged]] = [deque() for _ in range(self.num_workers)]
-        while not all(self._ended):
-            w = self._next
-            while not queues[w]:
-                try:
-                    tagged = next(stream)
-                except StopIteration:
-                    raise DataError(f"ResumableLoader: worker {w} stopped without its end marker",
-                                    reason="worker_lost") from None
-                queues[tagged.worker].append(tagged)
-            tagged = queues[w].popleft()
-            self._counters[w] = tagged.counters
-            self._next = self._following(w)
-            if tagged.end:
-                self._ended[w] = True
-                self._workers[w] = {"snapshot": tagged.snapshot, "skip": 0}
-                continue
-            if tagged.snapshot is not None:
-                self._workers[w] = {"snapshot": tagged.snapshot, "skip": 0}
-            else:
-                self._workers[w]["skip"] += 1
-            yield tagged.item
-
-    def _following(self, w: int) -> int:
-        """The next unfinished worker after ``w`` in the rotation (``w`` itself if none)."""
-        n = self.num_workers
-        for step in range(1, n + 1):
-            if not self._ended[(w + step) % n]:
-                return (w + step) % n
-        return w
-
-    # -- state
-    def state_dict(self) -> dict:
-        """Per-worker (snapshot, items since), the rotation pointer and finished workers."""
-        if self.num_workers == 0:
-            workers = [{"snapshot": self.stage.state_dict(), "skip": 0}]
-        else:
-            workers = copy.deepcopy(self._workers)
-        return {"num_workers": self.num_workers, "workers": workers, "next": self._next,
-                "ended": list(self._ended), "counters": copy.deepcopy(self._counters)}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a position; DataError if ``num_workers`` differs or the stage rejects a state."""
-        if state.get("num_workers") != self.num_workers:
-            raise DataError(f"ResumableLoader: cannot resume: num_workers: checkpoint "
-                            f"{state.get('num_workers')!r}, now {self.num_workers!r} (the split of the "
-                            "data depends on it); resume with the same num_workers",
-                            reason="data_changed")
-        workers = copy.deepcopy(state["workers"])
-        for entry in workers:
-            if entry["snapshot"] is not None and self.num_workers > 0:
-                # validate in this process so a mismatch fails here, not inside a worker
-                copy.deepcopy(self.stage).load_state_dict(entry["snapshot"])
-        self._workers = workers
-        self._next = int(state["next"])
-        self._ended = list(state["ended"])
-        self._counters = copy.deepcopy(state.get("counters") or [{} for _ in workers])
-        if self.num_workers == 0:
-            self.stage.load_state_dict(workers[0]["snapshot"])
-
-    def counters(self) -> dict[str, int]:
-        """Counters summed over workers, as of the last item handed out."""
-        if self.num_workers == 0:
-            return self.stage.counters() if hasattr(self.stage, "counters") else {}
-        return _sum_counters(self._counters)

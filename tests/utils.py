@@ -1,9 +1,10 @@
-"""A tiny run directory for embedder / export tests and benchmarks (random weights, real tokenizer).
+"""Helpers shared by the tests and the benchmarks (``from tests.utils import ...``; the repository
+root is on ``sys.path`` under ``python -m pytest``).
 
 ``build_tiny_run(root)`` writes ``root/config.yaml``, ``root/tokenizer/`` (a 400-token BPE trained
 on standard-library docstrings in about a second) and ``root/supervised/{final/, DONE}`` holding a
-randomly initialised 2-layer Conan model with ``embedder.json``. Import it by path
-(``importlib``) so it works under any pytest import mode.
+randomly initialised 2-layer Conan model with ``embedder.json``: a run directory for embedder,
+export and evaluation tests that needs no training.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""cached (GradCache): parameter gradients equal the uncached ones, dropout replayed exactly."""
+"""GradCache (train/grad_cache.py, asked for by the ``cached`` loss): parameter gradients equal the
+uncached ones, dropout replayed exactly; the ``cached`` loss itself is its wrapped loss."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from conan_core.errors import ConanError
 from conan_core.losses.base import LossInputError
 from conan_core.registries import REGISTRIES
+from conan_core.train.grad_cache import grad_cache_step
 
 
 class Encoder(nn.Module):
@@ -57,8 +58,8 @@ def test_gradients_equal_uncached_with_dropout_replay(chunk, with_negatives):
     q_in, p_in, n_in = batch(1)
     n_in = n_in if with_negatives else None
     ids = dict(positive_ids=torch.tensor([1, 2, 3, 1, 5]))
-    loss = REGISTRIES["losses"].build({"type": "cached", "mini_batch_size": chunk})
-    assert loss.handles_backward
+    loss = REGISTRIES["contrastive_losses"].build({"type": "cached", "mini_batch_size": chunk})
+    assert loss.grad_cache_chunk == chunk
 
     torch.manual_seed(123)
     want = uncached(model, loss.inner, q_in, p_in, n_in, chunk, **ids)
@@ -66,7 +67,7 @@ def test_gradients_equal_uncached_with_dropout_replay(chunk, with_negatives):
     model.zero_grad()
 
     torch.manual_seed(123)
-    out = loss(model, q_in, p_in, n_in, **ids)
+    out = grad_cache_step(loss, model, q_in, p_in, n_in, chunk=loss.grad_cache_chunk, **ids)
     assert not out.loss.requires_grad
     torch.testing.assert_close(out.loss, want.loss.detach(), rtol=1e-12, atol=1e-12)
     for g, w in zip(param_grads(model), want_grads):
@@ -80,13 +81,13 @@ def test_equals_plain_full_batch_without_dropout_and_scales():
     torch.manual_seed(0)
     model = Encoder(p_drop=0.0).double()
     q_in, p_in, n_in = batch(2, b=7, n=3)
-    inner = REGISTRIES["losses"].build({"type": "matryoshka", "dims": [4]})
+    inner = REGISTRIES["contrastive_losses"].build({"type": "matryoshka", "dims": [4]})
     want = inner(model(q_in), model(p_in), model(n_in).reshape(7, 3, 8))
     want.loss.backward()
     want_grads = param_grads(model)
     model.zero_grad()
 
-    loss = REGISTRIES["losses"].build({"type": "cached", "mini_batch_size": 4,
+    loss = REGISTRIES["contrastive_losses"].build({"type": "cached", "mini_batch_size": 4,
                                        "loss": {"type": "matryoshka", "dims": [4]}})
     entered = []
 
@@ -95,7 +96,8 @@ def test_equals_plain_full_batch_without_dropout_and_scales():
         entered.append(1)
         yield
 
-    out = loss(model, q_in, p_in, n_in, backward_scale=0.25, no_sync=no_sync)
+    out = grad_cache_step(loss, model, q_in, p_in, n_in, chunk=loss.grad_cache_chunk, backward_scale=0.25,
+                          no_sync=no_sync)
     torch.testing.assert_close(out.loss, want.loss.detach(), rtol=1e-12, atol=1e-12)
     for g, w in zip(param_grads(model), want_grads):
         torch.testing.assert_close(g, 0.25 * w, rtol=1e-10, atol=1e-12)
@@ -103,15 +105,28 @@ def test_equals_plain_full_batch_without_dropout_and_scales():
     assert out.metrics["chunks"] == chunks and len(entered) == chunks - 1
 
 
-def test_input_errors_and_nesting():
+def test_input_errors():
     model = Encoder(0.0).double()
     q_in, p_in, n_in = batch(0, b=4, n=2)
-    loss = REGISTRIES["losses"].build("cached")
+    loss = REGISTRIES["contrastive_losses"].build("cached")
+
+    def step(*inputs):
+        return grad_cache_step(loss, model, *inputs, chunk=2)
     with pytest.raises(LossInputError, match="multiple"):
-        loss(model, q_in, p_in, {"x": n_in["x"][:7], "scale": 1.0})
+        step(q_in, p_in, {"x": n_in["x"][:7], "scale": 1.0})
     with pytest.raises(LossInputError, match="must match"):
-        loss(model, q_in, {"x": p_in["x"][:3], "scale": 1.0})
+        step(q_in, {"x": p_in["x"][:3], "scale": 1.0})
     with pytest.raises(LossInputError, match="dict of tensors"):
-        loss(model, [1, 2], p_in)
-    with pytest.raises(ConanError, match="own backward"):
-        REGISTRIES["losses"].build({"type": "cached", "loss": "cached"})
+        step([1, 2], p_in)
+
+
+def test_cached_loss_is_its_wrapped_loss_and_passes_its_chunk_on():
+    torch.manual_seed(0)
+    q, p, n = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 2, 8)
+    cached = REGISTRIES["contrastive_losses"].build({"type": "cached", "mini_batch_size": 3,
+                                                     "loss": {"type": "info_nce", "temperature": 0.1}})
+    plain = REGISTRIES["contrastive_losses"].build({"type": "info_nce", "temperature": 0.1})
+    assert torch.equal(cached(q, p, n).loss, plain(q, p, n).loss)
+    wrapped = REGISTRIES["contrastive_losses"].build({"type": "matryoshka", "dims": [4], "loss": {
+        "type": "cached", "mini_batch_size": 3}})
+    assert wrapped.grad_cache_chunk == 3 and plain.grad_cache_chunk is None
