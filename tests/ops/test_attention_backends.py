@@ -160,10 +160,11 @@ def test_flex_fallback_and_cache():
     flex = backend("flex")
     with torch.no_grad():
         flex(q, k, v, mask=mask, ctx=ctx)
-        first = flex.mods(mask, ctx, False)
-        assert flex.mods(mask, ctx, False)[1] is first[1]  # block mask reused across layers
-    assert first[0] is not None  # fractional soft mask needs a score_mod
-    assert flex.mods(REGISTRIES["masks"].build({"type": "causal"}), ctx, False)[0] is None
+        first = flex.planned(mask, ctx, q)
+        assert flex.planned(mask, ctx, q) is first  # block mask reused across layers
+    assert first.score_mod is not None and first.block_mask is not None  # fractional soft mask
+    causal_plan = flex.prepare(REGISTRIES["masks"].build({"type": "causal"}), ctx, q.dtype, q.device)
+    assert causal_plan.score_mod is None and causal_plan.path == "flex_eager"
     assert flex.needs_fallback(q.requires_grad_())
     with torch.no_grad():
         assert not flex.needs_fallback(q)
@@ -181,14 +182,28 @@ def test_per_batch_objects_are_built_once_per_context():
         sdpa.per_batch(mask, ctx, "probe", lambda: calls.append(1) or len(calls))
         sdpa(q, k, v, mask=mask, ctx=ctx)
     assert len(calls) == 1
-    bias = sdpa.per_batch(mask, ctx, ("bias", q.dtype, q.device), lambda: None)
-    assert bias is not None and bias.shape == (3, 1, 10, 10)
+    plan = sdpa.per_batch(mask, ctx, ("plan", q.dtype, q.device), lambda: None)
+    assert plan is not None and plan.path == "bias" and plan.bias.shape == (3, 1, 10, 10)
     new_ctx = MaskContext(ctx.lengths, ctx.seq_len, alpha=0.6)  # next step: new context, new bias
     sdpa(q, k, v, mask=mask, ctx=new_ctx)
     sdpa.per_batch(mask, new_ctx, "probe", lambda: calls.append(1) or len(calls))
     assert len(calls) == 2
     assert torch.allclose(sdpa(q, k, v, mask=mask, ctx=new_ctx).double(),
                           reference_attention(q, k, v, mask=mask, ctx=new_ctx), atol=1e-5)
+
+
+@pytest.mark.parametrize("key", BACKENDS)
+def test_prepare_then_attend_equals_one_call(key):
+    """The model's split call (one plan per batch, attend per layer) is the one-call function."""
+    mask = REGISTRIES["masks"].build({"type": "soft"})
+    q, k, v, ctx = make_inputs(16, padded=True, alpha=0.4)
+    be = backend(key)
+    plan = be.prepare(mask, ctx, q.dtype, q.device)
+    assert plan.backend is be and plan.mask is mask and plan.ctx is ctx
+    with torch.no_grad():
+        split = be.attend(q, k, v, plan, 1.0 / 8 ** 0.5)
+        whole = backend(key)(q, k, v, mask=mask, ctx=ctx)
+    assert torch.equal(split, whole)
 
 
 def test_input_validation_and_select_backend():
