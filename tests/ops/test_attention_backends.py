@@ -165,6 +165,9 @@ def test_flex_fallback_and_cache():
     assert first.score_mod is not None and first.block_mask is not None  # fractional soft mask
     causal_plan = flex.prepare(REGISTRIES["masks"].build({"type": "causal"}), ctx, q.dtype, q.device)
     assert causal_plan.score_mod is None and causal_plan.path == "flex_eager"
+    # grad mode on CPU: the SDPA fallback's plan is made with the Flex one, outside any compiled block
+    assert causal_plan.fallback is not None and causal_plan.fallback.path == "bias"
+    assert first.fallback is None  # planned under no_grad
     assert flex.needs_fallback(q.requires_grad_())
     with torch.no_grad():
         assert not flex.needs_fallback(q)

@@ -22,7 +22,8 @@ class AttentionPlan:
     per-layer :meth:`AttentionBackend.attend` is tensor work only (compilable without graph
     breaks). ``path`` names the kernel path; the other fields are what that path reads:
     ``bias`` float ``[B, 1, seq_len, kv_len]`` (``log M``, ``-inf`` = closed), ``matrix`` float
-    ``[B, 1, seq_len, kv_len]`` (``M``), ``score_mod`` / ``block_mask`` for FlexAttention.
+    ``[B, 1, seq_len, kv_len]`` (``M``), ``score_mod`` / ``block_mask`` for FlexAttention,
+    ``fallback`` another backend's plan for calls this kernel cannot run (Flex backward on CPU).
     ``mask`` / ``ctx`` are kept for fallbacks and for backends that only implement ``forward``.
     """
 
@@ -34,6 +35,7 @@ class AttentionPlan:
     matrix: torch.Tensor | None = None
     score_mod: Any = None
     block_mask: Any = None
+    fallback: "AttentionPlan | None" = None
 
 
 class AttentionBackend(ABC):

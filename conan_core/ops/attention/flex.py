@@ -46,8 +46,11 @@ class FlexAttentionBackend(AttentionBackend):
 
     def __init__(self, config: Config, **runtime):
         super().__init__(config)
+        from conan_core.ops.attention.sdpa import SDPAAttention
+
         self._compiled: Any = None
-        self._sdpa: Any = None
+        # built here, not on first use: a compiled block must not construct (validate) a config
+        self._sdpa = SDPAAttention(SDPAAttention.Config())
 
     def needs_fallback(self, *tensors: torch.Tensor) -> bool:
         """True when Flex cannot run these inputs here (backward needed on CPU / MPS)."""
@@ -61,11 +64,15 @@ class FlexAttentionBackend(AttentionBackend):
     def prepare(self, mask: Mask, ctx: MaskContext, dtype: torch.dtype, device: torch.device) -> AttentionPlan:
         """``score_mod`` (only when the mask has fractional entries) and the block mask, built for
         the compiled or the eager kernel as :meth:`use_compile` decides for ``device``."""
-        compiled = self.use_compile(torch.device(device))
+        device = torch.device(device)
+        compiled = self.use_compile(device)
         score_mod = mask.score_mod(ctx) if mask.has_fractional(ctx) else None
         block_mask = mask.block_mask(ctx, block_size=self.config.block_size, compiled=compiled)
+        fallback = None
+        if device.type in ("cpu", "mps") and torch.is_grad_enabled() and self.config.fallback == "sdpa":
+            fallback = self._sdpa.prepare(mask, ctx, dtype, device)  # the layers may need a backward
         return AttentionPlan(self, mask, ctx, "flex_compiled" if compiled else "flex_eager",
-                             score_mod=score_mod, block_mask=block_mask)
+                             score_mod=score_mod, block_mask=block_mask, fallback=fallback)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan,
                scale: float | None = None) -> torch.Tensor:
@@ -73,11 +80,8 @@ class FlexAttentionBackend(AttentionBackend):
             if self.config.fallback == "error":
                 raise FlexUnavailableError(f"FlexAttention has no backward on {q.device.type} in torch "
                                            f"{torch.__version__}; use attention 'sdpa' or fallback='sdpa'")
-            if self._sdpa is None:
-                from conan_core.ops.attention.sdpa import SDPAAttention
-
-                self._sdpa = SDPAAttention(SDPAAttention.Config())
-            out = self._sdpa.attend(q, k, v, self._sdpa.planned(plan.mask, plan.ctx, q), scale)
+            fallback = plan.fallback if plan.fallback is not None else self._sdpa.planned(plan.mask, plan.ctx, q)
+            out = self._sdpa.attend(q, k, v, fallback, scale)
             self.last_path = "sdpa_fallback"
             return out
 
@@ -89,6 +93,9 @@ class FlexAttentionBackend(AttentionBackend):
                 self._compiled = torch.compile(flex_attention)
             fn = self._compiled
         self.last_path = plan.path
+        if torch.compiler.is_compiling():  # a compiled block: no eager-Flex warning to silence
+            return fn(q, k, v, score_mod=plan.score_mod, block_mask=plan.block_mask, scale=scale,
+                      enable_gqa=q.shape[1] != k.shape[1])
         with warnings.catch_warnings():
             # eager Flex is chosen on purpose off-CUDA; torch's "unfused implementation" hint is noise
             warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
