@@ -93,6 +93,18 @@ class ConanConfig(PretrainedConfig):
         self.use_cache = False
         self._check()
 
+    # A Conan call that asks for attention probabilities runs the eager backend for that call only
+    # (ConanModel.forward), so the flag goes with every attn_implementation: unlike transformers'
+    # default property, setting it neither switches the whole model to eager nor raises under sdpa.
+    @property
+    def output_attentions(self) -> bool:
+        """Return each layer's attention probabilities from every call (default False)."""
+        return bool(self.__dict__.get("_output_attentions", False))
+
+    @output_attentions.setter
+    def output_attentions(self, value: bool) -> None:
+        self._output_attentions = bool(value)
+
     def _check(self) -> None:
         problems = []
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",

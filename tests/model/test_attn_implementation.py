@@ -102,6 +102,11 @@ def test_output_flags_from_the_config():
     with torch.no_grad():
         out = model(torch.randint(3, 97, (1, 5)))
     assert len(out.hidden_states) == 3 and len(out.attentions) == 2
+    # the flag does not take the whole model off its backend (transformers' default config would)
+    assert model.config._attn_implementation == "sdpa" and backend_name(model) == "SDPAAttention"
+    model.config.output_attentions = False
+    model.config.output_attentions = True  # allowed under sdpa too
+    assert model.config.output_attentions and "output_attentions" in model.config.to_dict()
     with torch.no_grad():
         off = model(torch.randint(3, 97, (1, 5)), output_hidden_states=False, output_attentions=False)
     assert off.hidden_states is None and off.attentions is None
