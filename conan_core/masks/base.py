@@ -163,9 +163,10 @@ class Mask(ABC):
     Subclasses implement :meth:`value` (the rule for real tokens); the base adds the padding rules
     (module docstring) and derives everything else:
 
-    * :meth:`matrix` ``(ctx, dtype=float32) -> [B, L, L]`` in [0, 1], rows = queries;
-    * :meth:`bias` ``(ctx, dtype) -> [B, 1, L, L]`` = ``log M`` (closed = ``-inf``);
+    * :meth:`matrix` ``(ctx, dtype=float32) -> [B, seq_len, kv_len]`` in [0, 1], rows = queries;
+    * :meth:`bias` ``(ctx, dtype) -> [B, 1, seq_len, kv_len]`` = ``log M`` (closed = ``-inf``);
     * :meth:`exact_kind` ``(ctx) -> "causal" | "bidirectional" | None`` for fast dispatch;
+    * :meth:`is_causal` ``(ctx) -> bool``: may a KV cache be used under this mask;
     * :meth:`score_mod` / :meth:`mask_mod` / :meth:`block_mask` for FlexAttention;
     * :attr:`apply` tells backends how fractional values enter attention (``log_bias`` or
       ``prob_scale``; the two are the same function, computed differently);
