@@ -4,7 +4,6 @@ MRL, instructions, edge cases, the evaluators and mteb adapter on a real model, 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import shutil
 from pathlib import Path

@@ -3,7 +3,6 @@ sentence-transformers, with and without trust_remote_code; poolers ST cannot exp
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess

@@ -5,7 +5,6 @@ notes in the README: "no command destroys data")."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil

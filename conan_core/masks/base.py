@@ -5,17 +5,29 @@ elementwise rule, :meth:`Mask.value`, written with broadcasting tensor ops only,
 serves the dense matrix (eager / SDPA backends) and FlexAttention's ``score_mod`` / ``mask_mod``
 (evaluated on the fly, no L x L tensor stored).
 
-Conventions shared by every mask (enforced here, not per mask):
+Conventions shared by every mask (enforced here, not per mask). Two padding layouts exist:
 
-* sequences are right-padded; ``lengths[b]`` is the real length of sequence ``b``;
-* padding keys (``j >= length``) are always closed (``M = 0``);
-* padding query rows (``i >= length``) attend to key 0 only (``M[i, 0] = 1``), so every row has an
-  open key and every backend returns finite outputs. Their outputs carry no information and must be
-  ignored downstream (pooling / loss masks do). For ``length >= 1`` key 0 is a real token, so no
-  gradient ever reaches a padding key or value; a sequence of length 0 is all padding and its
-  rows attend to (padding) key 0.
+* **right padding** (``ctx.valid is None``, the fast path every training batch takes):
+  ``lengths[b]`` is the real length of sequence ``b`` and tokens ``0 .. lengths[b]-1`` are real;
+* **any padding** (``ctx.valid`` a bool [B, kv_len]: left padding, holes): the real tokens are
+  where ``valid`` is True and ``lengths[b] = valid[b].sum()``. Every rule then reads a query's
+  *rank* among the real tokens (its index in the sequence with the padding removed) where it
+  would read the index, so the real tokens see exactly the mask of the unpadded sequence
+  (the soft mask's ``l`` is the real length and its ``i`` the rank).
+
+In both layouts:
+
+* padding keys are always closed (``M = 0``);
+* padding query rows attend to the first real key only (key 0 under right padding; key 0 when
+  a row has no real token), so every row has an open key and every backend returns finite
+  outputs. Their outputs carry no information and must be ignored downstream (pooling / loss
+  masks do). No gradient reaches a padding key or value through a real row.
 * the additive bias is ``log M`` with closed entries = ``-inf`` (exact: ``exp(-inf) = 0``). This is
   safe because of the row rule above: no row is fully closed, so no softmax sees an all ``-inf`` row.
+
+Queries may be fewer than keys (decoding with a KV cache): the ``seq_len`` queries are the *last*
+``seq_len`` of the ``kv_len`` positions, so query ``i`` sits at position ``q_offset + i`` with
+``q_offset = kv_len - seq_len``; rules see that absolute position.
 """
 
 from __future__ import annotations
@@ -37,11 +49,16 @@ class MaskContext:
     """What a mask needs to know about one batch.
 
     Attributes:
-        lengths: LongTensor [B], real (unpadded) length of each right-padded sequence, 0..seq_len.
-        seq_len: padded length L (>= 1).
+        lengths: LongTensor [B], real (unpadded) length of each sequence, 0..kv_len.
+        seq_len: number of queries L (>= 1); also the number of keys unless ``kv_len`` is given.
         alpha: schedule value in [0, 1] (only the soft mask reads it).
-        segment_ids: optional LongTensor [B, L], document id of each token of packed sequences
+        segment_ids: optional LongTensor [B, kv_len], document id of each token of packed sequences
             (read by the ``document`` mask; ``None`` = one document per row).
+        kv_len: number of keys (>= seq_len; default seq_len). Larger when earlier keys come from a
+            KV cache: the queries are then the last ``seq_len`` positions.
+        valid: optional bool [B, kv_len], True = real token, for padding that is not on the right
+            (left padding, holes). ``None`` = right padding described by ``lengths`` alone (the
+            fast path). ``lengths`` must equal ``valid.sum(-1)``.
 
     Frozen and compared by identity (``eq=False``): backends cache per-batch objects (the bias, the
     Flex block mask) keyed on the context object, so build one context per forward, pass it to
@@ -52,6 +69,8 @@ class MaskContext:
     seq_len: int
     alpha: float = 0.0
     segment_ids: torch.Tensor | None = None
+    kv_len: int | None = None
+    valid: torch.Tensor | None = None
     _padded: bool | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -62,14 +81,22 @@ class MaskContext:
         object.__setattr__(self, "seq_len", int(self.seq_len))
         if self.seq_len < 1:
             raise ValueError(f"MaskContext.seq_len must be >= 1, got {self.seq_len}")
+        kv_len = self.seq_len if self.kv_len is None else int(self.kv_len)
+        if kv_len < self.seq_len:
+            raise ValueError(f"MaskContext.kv_len ({kv_len}) must be >= seq_len ({self.seq_len}): "
+                             "the queries are the last seq_len of the kv_len positions")
+        object.__setattr__(self, "kv_len", kv_len)
         object.__setattr__(self, "alpha", float(self.alpha))
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"MaskContext.alpha must be in [0, 1], got {self.alpha}")
-        if self.segment_ids is not None:
-            expected = (self.lengths.shape[0], self.seq_len)
-            if tuple(self.segment_ids.shape) != expected:
-                raise ValueError(f"MaskContext.segment_ids must have shape {list(expected)} [B, L], "
-                                 f"got {list(self.segment_ids.shape)}")
+        expected = (self.lengths.shape[0], kv_len)
+        if self.segment_ids is not None and tuple(self.segment_ids.shape) != expected:
+            raise ValueError(f"MaskContext.segment_ids must have shape {list(expected)} [B, kv_len], "
+                             f"got {list(self.segment_ids.shape)}")
+        if self.valid is not None:
+            if self.valid.dtype != torch.bool or tuple(self.valid.shape) != expected:
+                raise ValueError(f"MaskContext.valid must be a bool tensor of shape {list(expected)} "
+                                 f"[B, kv_len], got {_describe(self.valid)}")
 
     @property
     def batch_size(self) -> int:
@@ -79,32 +106,55 @@ class MaskContext:
     def device(self) -> torch.device:
         return self.lengths.device
 
+    @property
+    def q_offset(self) -> int:
+        """Position of query 0 among the keys: ``kv_len - seq_len`` (0 without a KV cache)."""
+        return self.kv_len - self.seq_len
+
     def padded(self) -> bool:
-        """True if any sequence is shorter than ``seq_len``. One host sync, cached."""
+        """True if any sequence has a padding token. One host sync, cached."""
         if self._padded is None:
             lo, hi = int(self.lengths.min()), int(self.lengths.max())
-            if lo < 0 or hi > self.seq_len:
-                raise ValueError(f"MaskContext.lengths must lie in [0, seq_len={self.seq_len}], "
-                                 f"got min {lo}, max {hi}")
-            object.__setattr__(self, "_padded", lo < self.seq_len)  # a cache, not a field change
+            if lo < 0 or hi > self.kv_len:
+                raise ValueError(f"MaskContext.lengths must lie in [0, kv_len={self.kv_len}] (the key "
+                                 f"count: seq_len={self.seq_len} plus cached keys), got min {lo}, max {hi}")
+            object.__setattr__(self, "_padded", lo < self.kv_len)  # a cache, not a field change
         return self._padded
 
     def tensors(self, dtype: torch.dtype = torch.float32) -> "MaskTensors":
         """The context as tensors on its device; ``alpha`` a 0-d tensor of ``dtype`` (a tensor, not a
         Python float, so a compiled Flex kernel does not recompile when alpha changes)."""
+        rank = first = None
+        if self.valid is not None:
+            rank = self.valid.long().cumsum(-1) - 1  # index among the real tokens (padding: anything)
+            first = self.valid.long().argmax(-1)  # first real token; 0 for a row without any
         return MaskTensors(lengths=self.lengths.long(),
                            alpha=torch.tensor(self.alpha, dtype=dtype, device=self.device),
-                           segment_ids=self.segment_ids, dtype=dtype)
+                           segment_ids=self.segment_ids, dtype=dtype, valid=self.valid, rank=rank,
+                           first=first, q_offset=self.q_offset)
 
 
 @dataclass(frozen=True)
 class MaskTensors:
-    """:class:`MaskContext` resolved to tensors, as :meth:`Mask.value` reads it."""
+    """:class:`MaskContext` resolved to tensors, as :meth:`Mask.value` reads it.
+
+    ``valid`` / ``rank`` / ``first`` are None under right padding; otherwise bool [B, kv_len],
+    LongTensor [B, kv_len] (index among the real tokens) and LongTensor [B] (first real index).
+    """
 
     lengths: torch.Tensor
     alpha: torch.Tensor
     segment_ids: torch.Tensor | None
     dtype: torch.dtype
+    valid: torch.Tensor | None = None
+    rank: torch.Tensor | None = None
+    first: torch.Tensor | None = None
+    q_offset: int = 0
+
+    def token_index(self, b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        """0-based index of position ``i`` in row ``b`` once the padding is removed (``i`` itself
+        under right padding): what a rule reads as "the i-th token"."""
+        return i if self.rank is None else self.rank[b, i]
 
 
 class Mask(ABC):
@@ -113,9 +163,10 @@ class Mask(ABC):
     Subclasses implement :meth:`value` (the rule for real tokens); the base adds the padding rules
     (module docstring) and derives everything else:
 
-    * :meth:`matrix` ``(ctx, dtype=float32) -> [B, L, L]`` in [0, 1], rows = queries;
-    * :meth:`bias` ``(ctx, dtype) -> [B, 1, L, L]`` = ``log M`` (closed = ``-inf``);
+    * :meth:`matrix` ``(ctx, dtype=float32) -> [B, seq_len, kv_len]`` in [0, 1], rows = queries;
+    * :meth:`bias` ``(ctx, dtype) -> [B, 1, seq_len, kv_len]`` = ``log M`` (closed = ``-inf``);
     * :meth:`exact_kind` ``(ctx) -> "causal" | "bidirectional" | None`` for fast dispatch;
+    * :meth:`is_causal` ``(ctx) -> bool``: may a KV cache be used under this mask;
     * :meth:`score_mod` / :meth:`mask_mod` / :meth:`block_mask` for FlexAttention;
     * :attr:`apply` tells backends how fractional values enter attention (``log_bias`` or
       ``prob_scale``; the two are the same function, computed differently);
@@ -151,8 +202,14 @@ class Mask(ABC):
 
     def exact_kind(self, ctx: MaskContext) -> ExactKind | None:
         """``"causal"`` / ``"bidirectional"`` when :meth:`matrix` is exactly that mask (which needs a
-        batch without padding, because of the padding rules), else None."""
+        batch without padding, because of the padding rules, and for ``"causal"`` as many queries
+        as keys: SDPA's ``is_causal`` has no query offset), else None."""
         return None
+
+    def is_causal(self, ctx: MaskContext) -> bool:
+        """True when no real query sees a later position under ``ctx``: the condition for a KV
+        cache (cached keys and values must not depend on tokens that come after them)."""
+        return False
 
     def has_fractional(self, ctx: MaskContext) -> bool:
         """True if some entry may lie strictly between 0 and 1 (Flex then needs a ``score_mod``)."""
@@ -160,24 +217,30 @@ class Mask(ABC):
 
     # -- derived forms
     def full_value(self, t: MaskTensors, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """:meth:`value` with the padding rules applied; same broadcasting contract."""
-        length = t.lengths[b]
+        """:meth:`value` with the padding rules applied; same broadcasting contract (``i`` is the
+        query's absolute position, ``q_offset`` included)."""
         v = self.value(t, b, i, j)
-        v = torch.where(j < length, v, 0.0)  # Python scalars: nothing allocated inside Flex mods
-        return torch.where(i < length, v, (j == 0).to(v.dtype))
+        if t.valid is None:
+            length = t.lengths[b]
+            v = torch.where(j < length, v, 0.0)  # Python scalars: nothing allocated inside Flex mods
+            return torch.where(i < length, v, (j == 0).to(v.dtype))
+        v = torch.where(t.valid[b, j], v, 0.0)
+        return torch.where(t.valid[b, i], v, (j == t.first[b]).to(v.dtype))
 
     def matrix(self, ctx: MaskContext, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Float ``[B, L, L]`` in [0, 1] of ``dtype`` on ``ctx.device`` (rows = queries)."""
+        """Float ``[B, seq_len, kv_len]`` in [0, 1] of ``dtype`` on ``ctx.device`` (rows = queries)."""
         t = ctx.tensors(dtype)
-        dev, n = ctx.device, ctx.seq_len
+        dev, n, m = ctx.device, ctx.seq_len, ctx.kv_len
         b = torch.arange(ctx.batch_size, device=dev).view(-1, 1, 1)
         i = torch.arange(n, device=dev).view(1, -1, 1)
-        j = torch.arange(n, device=dev).view(1, 1, -1)
+        if ctx.q_offset:
+            i = i + ctx.q_offset
+        j = torch.arange(m, device=dev).view(1, 1, -1)
         out = self.full_value(t, b, i, j)
-        return out.expand(ctx.batch_size, n, n).contiguous()
+        return out.expand(ctx.batch_size, n, m).contiguous()
 
     def bias(self, ctx: MaskContext, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Additive logit bias ``log M`` as ``[B, 1, L, L]`` of ``dtype`` (closed = ``-inf``).
+        """Additive logit bias ``log M`` as ``[B, 1, seq_len, kv_len]`` of ``dtype`` (closed = ``-inf``).
 
         The log is taken in float32 (float64 when ``dtype`` is float64) before the cast, so a
         bf16 bias is the correctly rounded log of the exact value."""
@@ -188,8 +251,10 @@ class Mask(ABC):
         """FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool``: True where ``M > 0``."""
         t = ctx.tensors(torch.float32)
 
+        offset = ctx.q_offset
+
         def mask_mod(b, h, q_idx, kv_idx):
-            return self.full_value(t, b, q_idx, kv_idx) > 0
+            return self.full_value(t, b, q_idx + offset, kv_idx) > 0
 
         return mask_mod
 
@@ -199,13 +264,15 @@ class Mask(ABC):
         Computed from (i, j, length, alpha, segment ids) per element; nothing L x L is stored."""
         t = ctx.tensors(torch.float32)
 
+        offset = ctx.q_offset
+
         def score_mod(score, b, h, q_idx, kv_idx):
-            return score + torch.log(self.full_value(t, b, q_idx, kv_idx)).to(score.dtype)
+            return score + torch.log(self.full_value(t, b, q_idx + offset, kv_idx)).to(score.dtype)
 
         return score_mod
 
     def block_mask(self, ctx: MaskContext, *, block_size: int = 128, compiled: bool = False):
-        """A FlexAttention ``BlockMask`` of :meth:`mask_mod` for ``[B, *, L, L]`` on ``ctx.device``.
+        """A FlexAttention ``BlockMask`` of :meth:`mask_mod` for ``[B, *, seq_len, kv_len]`` on ``ctx.device``.
 
         ``compiled=True`` builds it through ``torch.compile(create_block_mask)``, which never
         materialises the B x L x L boolean mask (use it on GPU for long contexts); the eager build
@@ -213,7 +280,7 @@ class Mask(ABC):
         from torch.nn.attention.flex_attention import create_block_mask
 
         build = torch.compile(create_block_mask) if compiled else create_block_mask
-        return build(self.mask_mod(ctx), ctx.batch_size, None, ctx.seq_len, ctx.seq_len,
+        return build(self.mask_mod(ctx), ctx.batch_size, None, ctx.seq_len, ctx.kv_len,
                      device=ctx.device, BLOCK_SIZE=block_size)
 
 

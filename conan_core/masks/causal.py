@@ -16,4 +16,7 @@ class CausalMask(Mask):
         return (j <= i).to(t.dtype)
 
     def exact_kind(self, ctx: MaskContext) -> ExactKind | None:
-        return None if ctx.padded() else "causal"
+        return None if ctx.padded() or ctx.q_offset else "causal"
+
+    def is_causal(self, ctx: MaskContext) -> bool:
+        return True

@@ -39,9 +39,12 @@ class DocumentMask(Mask):
         return same.to(t.dtype)
 
     def exact_kind(self, ctx: MaskContext) -> ExactKind | None:
-        if ctx.padded():
+        if ctx.padded() or (ctx.q_offset and self.config.within == "causal"):
             return None
         seg = ctx.segment_ids
         if seg is not None and not bool((seg == seg[:, :1]).all()):
             return None
         return self.config.within
+
+    def is_causal(self, ctx: MaskContext) -> bool:
+        return self.config.within == "causal"

@@ -19,6 +19,8 @@ class SoftMask(Mask):
         M_ij = min(alpha * l / i, 1)  if i <  j   (row_scaling="l_over_i", default)
         M_ij = min(alpha * i / l, 1)  if i <  j   (row_scaling="i_over_l", the translated Eq. 4)
 
+    With padding that is not on the right (``ctx.valid``), ``i`` is the query's rank among the
+    real tokens and ``l`` their count, so the real tokens get the unpadded sequence's mask.
     ``alpha = 0`` gives exactly the causal mask; with ``l_over_i``, ``alpha = 1`` gives exactly the
     bidirectional mask (``l / i >= 1`` for every real row), and earlier rows open first. Padding
     rules of :mod:`conan_core.masks.base` apply on top. ``alpha`` comes from the context; the
@@ -50,8 +52,9 @@ class SoftMask(Mask):
         return self.schedule.alpha(step, total_steps)
 
     def value(self, t: MaskTensors, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        row = (i + 1).to(t.dtype)  # 1-based query index
-        # clamp: padding rows of an empty sequence would divide by 0; the base replaces them anyway
+        # 1-based query index among the real tokens; clamps: padding rows (rank 0 before the first
+        # real token, or an empty sequence) would divide by 0, and the base replaces them anyway
+        row = (t.token_index(b, i) + 1).clamp_min(1).to(t.dtype)
         length = t.lengths[b].clamp_min(1).to(t.dtype)
         if self.config.row_scaling == "l_over_i":
             frac = t.alpha * length / row
@@ -63,10 +66,13 @@ class SoftMask(Mask):
         if ctx.padded():
             return None
         if ctx.alpha == 0.0:
-            return "causal"
+            return None if ctx.q_offset else "causal"
         if ctx.alpha == 1.0 and self.config.row_scaling == "l_over_i":
             return "bidirectional"
         return None
+
+    def is_causal(self, ctx: MaskContext) -> bool:
+        return ctx.alpha == 0.0
 
     def has_fractional(self, ctx: MaskContext) -> bool:
         if ctx.alpha == 0.0:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from conan_core.model.attention import ConanAttention
+from conan_core.ops.attention.base import AttentionPlan
 
 
 class ConanMLP(nn.Module):
@@ -31,21 +32,23 @@ class ConanBlock(nn.Module):
     (``input_layernorm``, ``self_attn.*``, ``post_attention_layernorm``, ``mlp.*``), so Llama
     state dicts load as they are.
 
-    ``norm_factory`` is a ``norms`` component (``make(hidden_size, eps) -> nn.Module``);
-    ``backend`` an ``attention`` component.
+    ``norm_factory`` is a ``norms`` component (``make(hidden_size, eps) -> nn.Module``); the
+    attention backend comes with the per-call plan. ``layer_idx`` is the block's KV-cache slot.
     """
 
-    def __init__(self, config: Any, backend: Any, norm_factory: Any):
+    def __init__(self, config: Any, norm_factory: Any, layer_idx: int = 0):
         super().__init__()
         self.input_layernorm = norm_factory.make(config.hidden_size, config.rms_norm_eps)
         self.self_attn = ConanAttention(config.hidden_size, config.num_attention_heads,
-                                        config.num_key_value_heads, config.head_dim, backend)
+                                        config.num_key_value_heads, config.head_dim, layer_idx)
         self.post_attention_layernorm = norm_factory.make(config.hidden_size, config.rms_norm_eps)
         self.mlp = ConanMLP(config.hidden_size, config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: Any, ctx: Any) -> torch.Tensor:
-        """[B, L, hidden_size] -> [B, L, hidden_size]. All arguments positional so that
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, plan: AttentionPlan,
+                cache: Any = None, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, L, hidden_size] -> ``([B, L, hidden_size], attention probabilities or None)``
+        (see :meth:`ConanAttention.forward`). All arguments positional so that
         ``torch.utils.checkpoint`` sees ``hidden`` as an input."""
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, mask=mask, ctx=ctx)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+        attn, probs = self.self_attn(self.input_layernorm(hidden), cos, sin, plan, cache, output_attentions)
+        hidden = hidden + attn
+        return hidden + self.mlp(self.post_attention_layernorm(hidden)), probs

@@ -25,14 +25,16 @@ class ConanConfig(PretrainedConfig):
     not equal ``num_attention_heads * head_dim``. ``attention_backend`` is an ``attention``
     registry key (``"eager"``, ``"sdpa"``, ``"flex"``) or a full spec dict; ``norm`` is a ``norms``
     registry key (``"torch"``, ``"compiled"``, ``"apex/fused_rmsnorm"``) or spec dict. Both are
-    run-time choices: override them when loading (``from_pretrained(dir, norm="torch")``).
+    run-time choices: override them when loading (``from_pretrained(dir, norm="torch")``);
+    ``attn_implementation="eager" | "sdpa" | "flex_attention"`` selects the attention backend the same
+    way (``conan_core.model.implementation``), and ``_attn_implementation`` reports what runs.
     Defaults are the ``tiny`` architecture (``conan_core.model.sizes.ARCHITECTURES``).
     ``scaled_residual_init`` scales the init std of the two residual output projections
     (``o_proj``, ``down_proj``) by ``1 / sqrt(2 * num_hidden_layers)`` (GPT-2 style).
     """
 
     model_type = "conan"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]
 
     def __init__(
         self,
@@ -86,8 +88,22 @@ class ConanConfig(PretrainedConfig):
         # the masks-registry spec a forward uses when the call passes no mask: causal for the LM,
         # "bidirectional" in an exported embedder so plain AutoModel/SentenceTransformer match it
         self.default_mask = default_mask
-        self.use_cache = False  # no KV cache: this model encodes whole sequences
+        # embedding training encodes whole sequences and never needs a KV cache; generate() turns
+        # it on through the generation config (ConanForCausalLM), a call through use_cache=True
+        self.use_cache = False
         self._check()
+
+    # A Conan call that asks for attention probabilities runs the eager backend for that call only
+    # (ConanModel.forward), so the flag goes with every attn_implementation: unlike transformers'
+    # default property, setting it neither switches the whole model to eager nor raises under sdpa.
+    @property
+    def output_attentions(self) -> bool:
+        """Return each layer's attention probabilities from every call (default False)."""
+        return bool(self.__dict__.get("_output_attentions", False))
+
+    @output_attentions.setter
+    def output_attentions(self, value: bool) -> None:
+        self._output_attentions = bool(value)
 
     def _check(self) -> None:
         problems = []

@@ -45,18 +45,37 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
-def positions_from_segments(segment_ids: torch.Tensor) -> torch.Tensor:
+def positions_from_segments(segment_ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """LongTensor [B, L]: each token's index inside its segment (restarts at 0 where the id changes).
 
     Packed rows (several documents in one row, ``segment_ids`` [B, L]) get the same positions as
-    if each document had been encoded alone.
+    if each document had been encoded alone. With ``valid`` (bool [B, L], True = real token) only
+    real tokens count: padding anywhere in the row (left, or holes) shifts nothing, a segment
+    starts at a real token whose previous *real* token has another id, and padding tokens get 0.
     """
     batch, length = segment_ids.shape
     index = torch.arange(length, device=segment_ids.device).expand(batch, length)
-    starts = torch.ones_like(segment_ids, dtype=torch.bool)
-    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
-    return index - start_index
+    if valid is None:
+        starts = torch.ones_like(segment_ids, dtype=torch.bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+        return index - start_index
+    rank = valid.long().cumsum(-1) - 1  # index among the real tokens
+    # position of the previous real token (-1 if none), from a running max of real positions
+    real_at = torch.where(valid, index, torch.full_like(index, -1)).cummax(dim=1).values
+    prev_real = torch.full_like(index, -1)
+    prev_real[:, 1:] = real_at[:, :-1]
+    prev_id = segment_ids.gather(1, prev_real.clamp_min(0))
+    starts = valid & ((prev_real < 0) | (prev_id != segment_ids))
+    start_rank = torch.where(starts, rank, torch.zeros_like(rank)).cummax(dim=1).values
+    return (rank - start_rank).masked_fill(~valid, 0)
+
+
+def positions_from_mask(valid: torch.Tensor) -> torch.Tensor:
+    """LongTensor [B, L]: each real token's index among the real tokens of its row (``valid`` bool
+    [B, L]); padding tokens get 0. Left padding and holes then leave every real token at the
+    position it has in the unpadded sequence (transformers' ``cumsum(mask) - 1`` rule)."""
+    return (valid.long().cumsum(-1) - 1).masked_fill(~valid, 0)
 
 
 def default_position_ids(batch: int, length: int, device: torch.device,

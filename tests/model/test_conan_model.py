@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
-from tests.model.model_reference import all_masks, block_reference, build_mask, context, tiny_config
 from torch.nn import functional as F
 
 from conan_core.errors import ConanError
 from conan_core.model import ConanConfig, ConanForCausalLM, ConanModel, ModelConfigError
+from tests.model.model_reference import all_masks, block_reference, build_mask, context, tiny_config
 
 
 @pytest.fixture
@@ -126,8 +126,10 @@ def test_block_matches_float64_gqa_reference(backend, mask_name, alpha):
     from conan_core.model.rope import rope_tables
 
     cos, sin = rope_tables(positions, config.head_dim, config.rope_theta, torch.float32)
+    plan = model.attention_backend.prepare(mask, ctx, torch.float32, x.device)
     with torch.no_grad():
-        out = block(x, cos, sin, mask, ctx)
+        out, probs = block(x, cos, sin, plan)
+    assert probs is None
     ref = block_reference(block, x, mask.matrix(ctx, torch.float64), positions, config)
     real = torch.tensor([[1] * 6, [1] * 4 + [0] * 2], dtype=torch.bool)
     err = (out.double() - ref).abs()[real].max().item()
@@ -208,8 +210,10 @@ def test_packed_rows_equal_separate_documents():
 
 def test_errors_name_the_problem(lm):
     ids, attn = batch([5], 5)
-    with pytest.raises(ConanError, match="KV cache"):
-        lm(ids, use_cache=True)
+    with pytest.raises(ConanError, match="KV cache needs a causal mask"):
+        lm(ids, use_cache=True, mask=build_mask("bidirectional"))
+    with pytest.raises(ConanError, match="only 0"):
+        lm.model(ids, attn * 2)
     with pytest.raises(ConanError, match="attention_mask must be"):
         lm.model(ids, attn[:, :3])
     with pytest.raises(ConanError, match="exactly one of input_ids"):

@@ -7,7 +7,6 @@ from transformers import LlamaForCausalLM
 
 from conan_core.model import ConanForCausalLM
 from conan_core.model.llama import from_llama_config, to_llama_config
-
 from tests.model.model_reference import tiny_config
 
 
@@ -26,6 +25,23 @@ def test_same_logits_as_llama_with_copied_weights(impl):
         b = llama(ids, attention_mask=attn).logits
     real = attn.bool()
     assert (a - b)[real].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_same_logits_as_llama_with_left_padding_and_holes(impl):
+    """Padding anywhere: Conan derives positions from the mask; Llama gets them (cumsum rule)."""
+    torch.manual_seed(0)
+    config = tiny_config(rope_theta=1000.0, rms_norm_eps=1e-5, attention_backend=impl)
+    ours = ConanForCausalLM(config).eval()
+    llama = LlamaForCausalLM(to_llama_config(config, attn_implementation=impl)).eval()
+    llama.load_state_dict(ours.state_dict())
+    ids = torch.randint(3, 97, (3, 9))
+    attn = torch.tensor([[0] * 3 + [1] * 6, [1, 1, 0, 1, 0, 1, 1, 1, 0], [0, 1, 1, 0, 0, 1, 1, 1, 1]])
+    positions = (attn.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        a = ours(ids, attn).logits
+        b = llama(ids, attention_mask=attn, position_ids=positions).logits
+    assert (a - b)[attn.bool()].abs().max() < 1e-5
 
 
 def test_config_conversion_round_trip():

@@ -5,7 +5,6 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from conan_core.model import ConanConfig, ConanForCausalLM, ConanModel, register_auto
-
 from tests.model.model_reference import build_mask, tiny_config
 
 

@@ -3,7 +3,6 @@
 import torch
 
 from conan_core.model.rope import apply_rope, default_position_ids, positions_from_segments, rope_tables
-
 from tests.model.model_reference import rope64
 
 

@@ -160,10 +160,14 @@ def test_flex_fallback_and_cache():
     flex = backend("flex")
     with torch.no_grad():
         flex(q, k, v, mask=mask, ctx=ctx)
-        first = flex.mods(mask, ctx, False)
-        assert flex.mods(mask, ctx, False)[1] is first[1]  # block mask reused across layers
-    assert first[0] is not None  # fractional soft mask needs a score_mod
-    assert flex.mods(REGISTRIES["masks"].build({"type": "causal"}), ctx, False)[0] is None
+        first = flex.planned(mask, ctx, q)
+        assert flex.planned(mask, ctx, q) is first  # block mask reused across layers
+    assert first.score_mod is not None and first.block_mask is not None  # fractional soft mask
+    causal_plan = flex.prepare(REGISTRIES["masks"].build({"type": "causal"}), ctx, q.dtype, q.device)
+    assert causal_plan.score_mod is None and causal_plan.path == "flex_eager"
+    # grad mode on CPU: the SDPA fallback's plan is made with the Flex one, outside any compiled block
+    assert causal_plan.fallback is not None and causal_plan.fallback.path == "bias"
+    assert first.fallback is None  # planned under no_grad
     assert flex.needs_fallback(q.requires_grad_())
     with torch.no_grad():
         assert not flex.needs_fallback(q)
@@ -181,14 +185,28 @@ def test_per_batch_objects_are_built_once_per_context():
         sdpa.per_batch(mask, ctx, "probe", lambda: calls.append(1) or len(calls))
         sdpa(q, k, v, mask=mask, ctx=ctx)
     assert len(calls) == 1
-    bias = sdpa.per_batch(mask, ctx, ("bias", q.dtype, q.device), lambda: None)
-    assert bias is not None and bias.shape == (3, 1, 10, 10)
+    plan = sdpa.per_batch(mask, ctx, ("plan", q.dtype, q.device), lambda: None)
+    assert plan is not None and plan.path == "bias" and plan.bias.shape == (3, 1, 10, 10)
     new_ctx = MaskContext(ctx.lengths, ctx.seq_len, alpha=0.6)  # next step: new context, new bias
     sdpa(q, k, v, mask=mask, ctx=new_ctx)
     sdpa.per_batch(mask, new_ctx, "probe", lambda: calls.append(1) or len(calls))
     assert len(calls) == 2
     assert torch.allclose(sdpa(q, k, v, mask=mask, ctx=new_ctx).double(),
                           reference_attention(q, k, v, mask=mask, ctx=new_ctx), atol=1e-5)
+
+
+@pytest.mark.parametrize("key", BACKENDS)
+def test_prepare_then_attend_equals_one_call(key):
+    """The model's split call (one plan per batch, attend per layer) is the one-call function."""
+    mask = REGISTRIES["masks"].build({"type": "soft"})
+    q, k, v, ctx = make_inputs(16, padded=True, alpha=0.4)
+    be = backend(key)
+    plan = be.prepare(mask, ctx, q.dtype, q.device)
+    assert plan.backend is be and plan.mask is mask and plan.ctx is ctx
+    with torch.no_grad():
+        split = be.attend(q, k, v, plan, 1.0 / 8 ** 0.5)
+        whole = backend(key)(q, k, v, mask=mask, ctx=ctx)
+    assert torch.equal(split, whole)
 
 
 def test_input_validation_and_select_backend():
@@ -207,3 +225,44 @@ def test_input_validation_and_select_backend():
     assert type(select_backend("auto", "mps", requires_grad=True)).__name__ == "SDPAAttention"
     assert type(select_backend("auto", "mps", requires_grad=False)).__name__ == "FlexAttentionBackend"
     assert type(select_backend("eager")).__name__ == "EagerAttention"
+
+
+def layout_inputs(seed: int, layout: str, *, batch: int = 3, seq_len: int = 10, kv_heads: int = 2,
+                  groups: int = 2, dim: int = 8, alpha: float = 0.0):
+    """q/k/v and a context with left padding and holes (``"any"``) or with 3 queries after 7
+    cached keys, right-padded (``"cached"``)."""
+    gen = torch.Generator().manual_seed(seed)
+    q_len = 3 if layout == "cached" else seq_len
+    q = torch.randn(batch, kv_heads * groups, q_len, dim, generator=gen)
+    k = torch.randn(batch, kv_heads, seq_len, dim, generator=gen)
+    v = torch.randn(batch, kv_heads, seq_len, dim, generator=gen)
+    if layout == "cached":
+        lengths = torch.tensor([seq_len, seq_len - 1, seq_len])
+        return q, k, v, MaskContext(lengths, q_len, alpha=alpha, kv_len=seq_len)
+    valid = torch.rand(batch, seq_len, generator=gen) < 0.75
+    valid[0, :4], valid[0, 4:] = False, True  # left padding
+    valid[:, -1] = True
+    segment_ids = torch.cumsum((torch.randint(0, 3, (batch, seq_len), generator=gen) == 0).long(), dim=1)
+    return q, k, v, MaskContext(valid.sum(-1), seq_len, alpha=alpha, segment_ids=segment_ids, valid=valid)
+
+
+@pytest.mark.parametrize("layout", ["any", "cached"])
+@pytest.mark.parametrize("case", ["soft_0.3", "soft_prob_scale", "causal", "bidirectional", "document"])
+@pytest.mark.parametrize("key", BACKENDS)
+def test_backend_matches_reference_for_any_padding_and_cached_keys(key, case, layout):
+    spec, alpha = MASK_CASES[case]
+    mask = REGISTRIES["masks"].build(spec)
+    seed = zlib.crc32(f"{key}-{case}-{layout}".encode()) % 10_000
+    q, k, v, ctx = layout_inputs(seed, layout, alpha=alpha)
+    g = torch.randn(q.shape, generator=torch.Generator().manual_seed(seed + 1))
+    ref, *ref_grads = grads(lambda a, b, c: reference_attention(a, b, c, mask=mask, ctx=ctx),
+                           q.double(), k.double(), v.double(), g.double())
+    with torch.no_grad():
+        out = backend(key)(q, k, v, mask=mask, ctx=ctx)
+    assert torch.allclose(out.double(), ref, atol=1e-5, rtol=1e-5), (out.double() - ref).abs().max()
+    out, *got = grads(lambda a, b, c: backend(key)(a, b, c, mask=mask, ctx=ctx), q, k, v, g)
+    for name, a, b in zip("qkv", got, ref_grads):
+        assert torch.allclose(a.double(), b, atol=1e-5, rtol=1e-5), (name, (a.double() - b).abs().max())
+    if layout == "any":  # no gradient reaches a padding key or value
+        pad = ~ctx.valid
+        assert torch.all(got[1].transpose(1, 2)[pad] == 0) and torch.all(got[2].transpose(1, 2)[pad] == 0)

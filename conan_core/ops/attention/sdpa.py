@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from conan_core.masks.base import Mask, MaskContext
-from conan_core.ops.attention.base import AttentionBackend, repeat_kv
+from conan_core.ops.attention.base import AttentionBackend, AttentionPlan, repeat_kv
 from conan_core.registry import ComponentConfig
 
 SDPAPath = Literal["causal", "none", "bias"]
@@ -21,7 +21,8 @@ class SDPAAttention(AttentionBackend):
     * ``"causal"``: ``is_causal=True`` when the mask is exactly causal (no padding);
     * ``"none"``: no mask when it is exactly bidirectional (no padding) — both let SDPA pick its
       flash / memory-efficient kernels;
-    * ``"bias"``: a float additive bias ``log M`` ``[B, 1, L, L]`` in the query dtype otherwise.
+    * ``"bias"``: a float additive bias ``log M`` ``[B, 1, Lq, Lk]`` in the query dtype otherwise
+      (also whenever queries are fewer than keys: ``is_causal`` has no query offset).
 
     ``mask.apply == "prob_scale"`` takes the bias path too: "softmax, times M, renormalise" is the
     same function as ``softmax(s + log M)`` (``p_ij M_ij / sum_k p_ik M_ik = exp(s_ij + log M_ij) /
@@ -45,9 +46,14 @@ class SDPAAttention(AttentionBackend):
             return "none"
         return "bias"
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: Mask,
-                ctx: MaskContext, scale: float) -> torch.Tensor:
+    def prepare(self, mask: Mask, ctx: MaskContext, dtype: torch.dtype, device: torch.device) -> AttentionPlan:
         path = self.plan(mask, ctx)
+        bias = mask.bias(ctx, dtype).to(device) if path == "bias" else None
+        return AttentionPlan(self, mask, ctx, path, bias=bias)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan,
+               scale: float | None = None) -> torch.Tensor:
+        path = plan.path
         self.last_path = path
         groups = q.shape[1] // k.shape[1]
         if path == "causal":
@@ -55,9 +61,11 @@ class SDPAAttention(AttentionBackend):
                                                   enable_gqa=groups > 1)
         if path == "none":
             return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=groups > 1)
-        bias = self.per_batch(mask, ctx, ("bias", q.dtype, q.device),
-                              lambda: mask.bias(ctx, q.dtype).to(q.device))
         if q.device.type == "cuda" and groups > 1:
             k, v, groups = repeat_kv(k, groups), repeat_kv(v, groups), 1
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale,
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=plan.bias, scale=scale,
                                               enable_gqa=groups > 1)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: Mask,
+                ctx: MaskContext, scale: float) -> torch.Tensor:
+        return self.attend(q, k, v, self.planned(mask, ctx, q), scale)
