@@ -25,17 +25,21 @@ LOSS_KINDS = {"pretrain": "lm_losses", "sft": "lm_losses", "weak": "contrastive_
 @dataclass
 class MinerPlan:
     """The supervised stage's miner: its resolved spec and the stage values it is built with
-    (``num_negatives`` and ``seed`` are runtime arguments of every miner, never read from its
-    config); the stage adds the candidate pool, the rank and whether the pool is a ranked search."""
+    (``num_negatives``, ``seed`` and ``micro_batches`` — observations per optimizer step — are
+    runtime arguments of every miner, never read from its config); the stage adds the candidate
+    pool, the rank, whether the pool is a ranked search and the re-mining function."""
 
     spec: dict
     num_negatives: int
     seed: int
+    micro_batches: int = 1
 
-    def build(self, *, pool: Any, rank: int = 0, ranked_pool: bool = True) -> Any:
-        """The miner, seeded per rank (``seed + rank``) so ranks draw different negatives."""
+    def build(self, *, pool: Any, rank: int = 0, ranked_pool: bool = True, remine_fn: Any = None) -> Any:
+        """The miner, seeded per rank (``seed + rank``) so ranks draw different negatives;
+        ``remine_fn`` re-ranks candidates with the current model (miners that re-mine use it)."""
         return REGISTRIES["miners"].build(self.spec, "supervised.miner", pool=pool, num_negatives=self.num_negatives,
-                                          seed=self.seed + rank, ranked_pool=ranked_pool)
+                                          seed=self.seed + rank, ranked_pool=ranked_pool,
+                                          micro_batches=self.micro_batches, remine_fn=remine_fn)
 
     def describe(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in self.spec.items() if k != "type")
@@ -77,6 +81,15 @@ class StageComponents:
         return f"{self.name}: " + ", ".join(parts)
 
 
+def build_miner_plan(cfg: RunConfig) -> MinerPlan | None:
+    """The supervised stage's miner plan (None when ``supervised.num_negatives`` is 0)."""
+    c = cfg.supervised
+    if c.num_negatives <= 0:
+        return None
+    return MinerPlan(REGISTRIES["miners"].resolve(c.miner), c.num_negatives, cfg.seed,
+                     c.grad_accum)
+
+
 def build_stage(cfg: RunConfig, name: str, hidden_size: int) -> StageComponents:
     """Every component of stage ``name`` of ``cfg`` (``hidden_size``: the model's width, for poolers).
 
@@ -101,8 +114,7 @@ def build_stage(cfg: RunConfig, name: str, hidden_size: int) -> StageComponents:
         if c.sts_loss is not None:
             sts_loss = REGISTRIES["pair_losses"].build(c.sts_loss, "supervised.sts_loss")
             specs["sts_loss"] = REGISTRIES["pair_losses"].resolve(c.sts_loss)
-        if c.num_negatives > 0:
-            miner = MinerPlan(REGISTRIES["miners"].resolve(c.miner), c.num_negatives, cfg.seed)
+        miner = build_miner_plan(cfg)
     optimizer = REGISTRIES["optimizers"].build(c.optimizer, f"{name}.optimizer")
     specs["optimizer"] = REGISTRIES["optimizers"].resolve(c.optimizer)
     return StageComponents(name=name, config=c, mask=mask, loss=loss, optimizer=optimizer, pooler=pooler,

@@ -103,7 +103,10 @@ class WeakConfig(EmbeddingStageConfig):
     loss: dict[str, Any] = component_field("contrastive_losses", "info_nce")
     teacher_min_score: float | None = Field(
         0.4, description="drop pairs a teacher embedder scores below this (RECIPE §2.3); None keeps all")
-    teacher: str | None = Field(None, description="teacher model dir; None = the pretrained model itself")
+    teacher: str | None = Field(
+        None, description="teacher embedder scoring the pairs: a conan run / export / stage final dir, any "
+        "directory sentence-transformers loads, or package:NAME[/SUBDIR] (a model installed inside a Python "
+        "package); None = the model this stage starts from")
 
 
 class MineConfig(Section):
@@ -127,6 +130,9 @@ class SupervisedConfig(EmbeddingStageConfig):
     sts_every: int = Field(4, gt=0, description="one STS batch every N steps")
     lr: float = Field(1e-4, gt=0)
     tasks: list[str] = Field(default_factory=lambda: ["retrieval", "clr", "classification"])
+    batching: Literal["by_task", "mixed"] = Field(
+        "by_task", description="by_task: every batch holds one task (in-batch negatives stay within a task); "
+        "mixed: consecutive samples of any task, v1's per-step task mixing")
 
 
 class EvalConfig(Section):

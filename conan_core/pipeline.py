@@ -16,6 +16,7 @@ from typing import Any
 from conan_core.config import STAGES, RunConfig, dump_config
 from conan_core.errors import ConanError
 from conan_core.fsio import atomic_write_json
+from conan_core.registries import REGISTRIES
 from conan_core.rundir import RunLock, check_run_dir
 
 #: the steps of `conan run`, in order (`--stages` takes a comma list of them)
@@ -84,6 +85,9 @@ def _run_locked(cfg: RunConfig, run_dir: Path, wanted: set[str], *, progress: bo
                                                     fallback_checkpoint=fallback_checkpoint)
         if summary["stages"]["supervised"].get("preempted"):
             return _preempted(summary, "supervised")
+        first = summary["stages"]["supervised"].get("counters", {}).get("first_step_mean_negative_rank")
+        if first is not None and isinstance(summary.get("mine"), dict):
+            summary["mine"]["first_step_mean_negative_rank"] = first
 
     if "eval" in wanted and cfg.eval.enabled:
         summary["eval"] = eval_step(cfg, run_dir)
@@ -133,9 +137,21 @@ def mine_step(cfg: RunConfig, run_dir: Path, *, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     pool.save(out / "pool.jsonl")
     info = {"queries": len(queries), "corpus": len(corpus), "top_k": cfg.mine.top_k,
-            "encoder": source_stage, "seconds": round(time.perf_counter() - t0, 1)}
+            "encoder": source_stage, "seconds": round(time.perf_counter() - t0, 1),
+            **_negatives_report(cfg, pool)}
     atomic_write_json(done, info, default=float)
     return info
+
+
+def _negatives_report(cfg: RunConfig, pool) -> dict:
+    """What the supervised miner starts with on this pool (:mod:`conan_core.miners.report`)."""
+    from conan_core.builder import build_miner_plan
+    from conan_core.miners.report import initial_negatives_report
+
+    plan = build_miner_plan(cfg)
+    if plan is None or not REGISTRIES["miners"].get(plan.spec["type"]).needs_pool:
+        return {}
+    return initial_negatives_report(plan.build(pool=pool), pool)
 
 
 def eval_step(cfg: RunConfig, run_dir: Path) -> dict:

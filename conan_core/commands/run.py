@@ -34,15 +34,21 @@ def add_commands(sub) -> None:
     p.add_argument("run_b")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("ablate", help="run the ablation grid over seeds and print a table like the paper's Table 4")
-    p.add_argument("config", help="preset name or YAML path (the 'full' row)")
+    p = sub.add_parser("ablate", help="run an ablation grid over seeds: mean ± std tables with a paired test",
+                       description="Grids are YAML files of named override lists (shipped: paper-table4, "
+                                   "paper-table6, paper-table12, leave-one-out; or a path). Shared stages are "
+                                   "trained once per seed and finished variants are reused, so a variant can "
+                                   "join an existing grid later.")
+    p.add_argument("config", help="preset name or YAML path (what every variant starts from)")
+    p.add_argument("--grid", default=None, help="shipped grid name or grid YAML (default paper-table4)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds")
     p.add_argument("--first-seed", type=int, default=0,
                    help="first seed (several processes can split a grid; a finished run is reused)")
     p.add_argument("--out", help="directory for all runs (default runs/ablate-<name>)")
-    p.add_argument("--variants", help="comma list of variants (default: all); see `conan ablate --list`")
-    p.add_argument("--list", action="store_true", help="list the variants and their overrides")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--variants", help="comma list of variants (default: all; the baseline always runs)")
+    p.add_argument("--list", action="store_true", help="list the shipped grids, or the variants of --grid")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field for every variant (repeatable)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_ablate)
 
@@ -56,10 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(dry_run_report(cfg, gpus=args.gpus))
         return 0
+    from conan_core.commands.train import log_to_stderr
     from conan_core.errors import PREEMPTED_EXIT
     from conan_core.pipeline import check_steps, run_pipeline
     from conan_core.rundir import current_command
 
+    log_to_stderr()  # resume points, the teacher filter's counts, checkpoint fallbacks
     out = Path(args.out or f"runs/{cfg.name}")
     stages = check_steps(args.stages.split(",")) if args.stages else None
     try:
@@ -91,14 +99,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from conan_core.ablate import VARIANTS, run_ablation
+    from conan_core.ablate import format_grid_table, grid_names, load_grid, run_grid
 
     if args.list:
-        for name, overrides in VARIANTS.items():
-            print(f"{name:<14} {' '.join(overrides) or '(the preset as is)'}")
+        if args.grid is None:
+            for name in grid_names():
+                grid = load_grid(name)
+                print(f"{name:<16} {grid.description} (baseline {grid.baseline}; {len(grid.variants)} variants)")
+            return 0
+        grid = load_grid(args.grid)
+        for name, overrides in grid.variants.items():
+            mark = " (baseline)" if name == grid.baseline else ""
+            print(f"{name:<14}{mark} {' '.join(overrides) or '(the config as is)'}")
         return 0
-    variants = args.variants.split(",") if args.variants else None
-    table = run_ablation(args.config, seeds=args.seeds, first_seed=args.first_seed, out=args.out, variants=variants,
-                         overrides=args.overrides, progress=not args.no_progress)
-    print(table)
+    grid = load_grid(args.grid or "paper-table4")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    result = run_grid(args.config, grid, seeds=args.seeds, first_seed=args.first_seed, out=args.out,
+                      variants=variants, overrides=args.overrides, progress=not args.no_progress)
+    print(format_grid_table(result))
     return 0

@@ -58,7 +58,7 @@ def cmd_stage(stage: str, args: argparse.Namespace) -> int:
     from conan_core.train import distributed as D
     from conan_core.train.stages import run_stage
 
-    _log_to_stderr()
+    log_to_stderr()
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir or f"runs/{cfg.name}")
     try:
@@ -82,7 +82,7 @@ def cmd_stage(stage: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     """INFO lines of the trainer on stderr (resume points, teacher filter, checkpoint fallbacks)."""
     logger = logging.getLogger("conan_core.train")
     if not logger.handlers:

@@ -23,7 +23,11 @@ class Miner(ABC):
     * ``seed``: the seed of any random choice (the run's seed plus the rank);
     * ``ranked_pool``: True when the pool is a ranked search (``conan mine``), whose top ranks the
       paper never uses; False when the candidates are already chosen negatives (the shards' own
-      ``neg`` lists), none of which should be skipped.
+      ``neg`` lists), none of which should be skipped;
+    * ``micro_batches``: ``observe`` calls per optimizer step (gradient accumulation), so intervals
+      count optimizer steps;
+    * ``remine_fn``: optional ``example_ids -> pool`` re-ranking those examples' candidates with the
+      current model (``dynamic_v1``'s re-mining); other miners ignore it.
 
     The supervised data stream (:class:`conan_core.train.streams.SupervisedStream`) owns the
     miner and calls, every step:
@@ -43,18 +47,21 @@ class Miner(ABC):
 
     #: whether :meth:`__init__` needs a candidate pool
     needs_pool: bool = True
+    #: whether the miner calls its runtime ``remine_fn`` (the stage builds one only then)
+    remines: bool = False
 
     class Config(ComponentConfig):
         """No fields at this level."""
 
     @abstractmethod
     def __init__(self, config: ComponentConfig, *, pool: Any = None, num_negatives: int = 7, seed: int = 0,
-                 ranked_pool: bool = True, **runtime: Any):
+                 ranked_pool: bool = True, micro_batches: int = 1, **runtime: Any):
         self.config = config
         self.pool = pool
         self.num_negatives = int(num_negatives)
         self.seed = int(seed)
         self.ranked_pool = bool(ranked_pool)
+        self.micro_batches = max(1, int(micro_batches))
 
     @abstractmethod
     def negatives_for(self, example_ids: Sequence[str]) -> list:

@@ -41,28 +41,32 @@ class DynamicV1Miner(PoolMiner):
     """Whole-set re-mining every ``interval`` steps.
 
     Per example: ``S_init`` = mean score of its negatives the first time they are observed,
-    ``S_cur`` = mean at its latest observation. Every ``interval``-th ``observe`` call (the 100th,
-    200th, … counting from 1), every example seen so far is checked with :func:`v1_should_remine`
-    after this call's scores are recorded; a re-mined example gets a new set from the next
-    ``negatives_for`` on, and its ``S_init`` restarts.
+    ``S_cur`` = mean at its latest observation. Every ``interval`` optimizer steps (``interval ×
+    micro_batches`` ``observe`` calls: the 100th, 200th … step), every example seen so far is checked
+    with :func:`v1_should_remine` after this call's scores are recorded; a re-mined example gets a
+    new set from the next ``negatives_for`` on, and its ``S_init`` restarts.
 
     Windows: the k-th mining of an example (k = 1 is the initial set) takes eligible positions
     ``(k-1)·n .. k·n - 1`` — with nothing filtered, pool ranks ``(k-1)·n + rank_start + 1 ..
     k·n + rank_start`` (1-based), i.e. the paper's "(k−1)·n+10 .. k·n+10" with ranks 1–10 never used.
     A window past the end of the eligible list wraps around cyclically (counted in ``exhausted``).
 
-    Runtime ``remine_fn(example_ids: list[str]) -> CandidatePool | mapping``: when given, each
-    re-mining asks it for candidates ranked with the *current* model (same shape as a pool; its
-    positive scores, if given, feed the TopK-PercPos filter) and takes the window from that ranking.
-    Without it the offline pool's ranking is used, so re-mining walks deeper into the offline pool.
+    Runtime ``remine_fn(example_ids: list[str]) -> CandidatePool | mapping``: each re-mining asks it
+    for candidates ranked with the *current* model — the paper's reading (RECIPE §4): re-encode the
+    query and search again — and takes the window from that fresh ranking (its positive scores, if
+    given, feed the optional score filters). The supervised stage always passes one
+    (:mod:`conan_core.train.remine`). Without it the offline pool's ranking is used, a cheap
+    approximation that only walks deeper into the offline pool.
 
     ``observe`` returns True for every column of the rows whose example was re-mined at this call.
     """
 
+    remines = True
+
     class Config(PoolMinerConfig):
         """Thresholds of RECIPE §4 (v1 rule) plus the shared pool fields."""
 
-        interval: int = Field(100, ge=1, description="check every this many observe calls (steps)")
+        interval: int = Field(100, ge=1, description="check every this many optimizer steps")
         decay_ratio: float = Field(1.15, gt=0, description="re-mine when decay_ratio·S_cur < S_init ...")
         max_abs_score: float = Field(0.8, gt=0, le=1, description="... and |S_cur| < this")
 
@@ -103,7 +107,7 @@ class DynamicV1Miner(PoolMiner):
             if st["s_init"] is None:
                 st["s_init"] = mean
         mask = torch.zeros(scores.shape, dtype=torch.bool)
-        if self._calls % self.config.interval == 0:
+        if self._calls % (self.config.interval * self.micro_batches) == 0:
             due = self._due()
             if due:
                 self._remine(due)

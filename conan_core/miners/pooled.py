@@ -9,8 +9,9 @@ from the pool's ranked candidates:
 2. a candidate whose normalised text (:func:`~conan_core.miners.pool.normalize_text`: NFKC, case,
    whitespace) equals one of the example's positives is dropped and counted in
    ``excluded_false_negatives`` (always on);
-3. a candidate scoring above ``relative_margin × positive score`` (TopK-PercPos; the weakest
-   positive when there are several) or above ``absolute_max`` is dropped and counted in
+3. optional score filters, off by default (the paper's only false-negative guard is step 1): a
+   candidate scoring above ``relative_margin × positive score`` (TopK-PercPos; the weakest positive
+   when there are several) or above ``absolute_max`` is dropped and counted in
    ``excluded_by_margin`` (unknown scores are never dropped by these two);
 4. with ``selection="shuffled"`` the remaining list is permuted by a per-example RNG seeded from
    ``(seed, example_id)``, so the order does not depend on the order examples are seen.
@@ -19,13 +20,13 @@ Negatives are then taken by position in the eligible list. With no candidate fil
 ``p`` (0-based) is rank ``rank_start + 1 + p``, so windows of the eligible list are exactly the
 paper's rank windows.
 
-Exhaustion policy. Every miner returns exactly ``num_negatives`` negatives per example. An example
-with fewer eligible candidates than that repeats them cyclically (counted once per example in
-``short_pools``); a miner that runs past the end of an eligible list wraps around (each wrap counted
-in ``exhausted``; see each miner for what it reuses). When the score filters (3.) would leave an
-example with no candidate, the candidates they dropped are used instead, least similar first
-(counted in ``margin_fallback``): an early, weak model scores every candidate close to the positive,
-and training on its least-similar candidates beats stopping. An example with no candidate beyond
+Exhaustion policy. Every miner returns exactly ``num_negatives`` negatives per example. When the
+score filters leave fewer than ``num_negatives`` candidates, the candidates they dropped fill the
+list up, in rank order (the hardest first, never "least similar first", which would turn hard
+negatives into easy ones), and the example is counted in ``margin_fallback``. An example with
+still fewer eligible candidates repeats them cyclically (counted once per example in
+``short_pools``); a miner that runs past the end of an eligible list wraps around (each wrap
+counted in ``exhausted``; see each miner for what it reuses). An example with no candidate beyond
 ``rank_start`` (or only positive-equal ones), or missing from the pool, raises :class:`MinerError`.
 
 Counters that depend on the pool (``excluded_*``, ``short_pools``) cover the examples seen so far.
@@ -64,8 +65,9 @@ class PoolMinerConfig(ComponentConfig):
 
     rank_start: int = Field(10, ge=0, description="candidates with 1-based rank <= rank_start are never "
                             "used (RECIPE §4: ranks 1–10 never used)")
-    relative_margin: float | None = Field(0.95, gt=0, description="drop candidates scoring above this × "
-                                          "the positive's score (TopK-PercPos); null disables")
+    relative_margin: float | None = Field(None, gt=0, description="drop candidates scoring above this × "
+                                          "the positive's score (TopK-PercPos, not in the paper); null "
+                                          "(default) disables")
     absolute_max: float | None = Field(None, ge=-1, le=1, description="drop candidates scoring above this "
                                        "cosine; null disables")
     selection: Literal["ranked", "shuffled"] = Field("ranked", description="order of the eligible list: "
@@ -90,7 +92,7 @@ class PoolMiner(Miner):
     Config = PoolMinerConfig
 
     def __init__(self, config: PoolMinerConfig, *, pool: Any = None, num_negatives: int = 7, seed: int = 0,
-                 ranked_pool: bool = True, **runtime: Any):
+                 ranked_pool: bool = True, micro_batches: int = 1, **runtime: Any):
         if pool is None:
             raise MinerError(f"miner {type(self).__name__} needs a candidate pool: build it with "
                              "pool=CandidatePool.load(DIR) (see `conan mine`), or use miner 'in_batch'")
@@ -98,7 +100,7 @@ class PoolMiner(Miner):
             raise MinerError(f"miner {type(self).__name__}: num_negatives must be >= 1 (got {num_negatives}); "
                              "use miner 'in_batch' for no hard negatives")
         super().__init__(config, pool=CandidatePool.coerce(pool), num_negatives=num_negatives, seed=seed,
-                         ranked_pool=ranked_pool)
+                         ranked_pool=ranked_pool, micro_batches=micro_batches)
         self.rank_start = config.rank_start if ranked_pool else 0
         self._eligible_cache: dict[str, list[Candidate]] = {}
         self._counted: set[str] = set()
@@ -164,9 +166,9 @@ class PoolMiner(Miner):
                 over.append(cand)
             else:
                 out.append(cand)
-        fallback = not out and bool(over)
-        if fallback:
-            out = sorted(over, key=lambda c: c.score)
+        fallback = len(out) < self.num_negatives and bool(over)
+        if fallback:  # fill up with the dropped ones in rank order: the hardest first
+            out = sorted(out + over[:self.num_negatives - len(out)], key=lambda c: c.rank)
         if cfg.selection == "shuffled":
             random.Random(self._example_seed(example_id)).shuffle(out)
         if not out:

@@ -126,7 +126,7 @@ def supervised_pairs_loader(cfg: Any, source: Any, tokenizer: Any) -> LoaderStre
 
     c = cfg.supervised
     batches = TaskBatcher(Map(source, PairTokenizer(tokenizer, c.max_length, c.query_instruction)),
-                          c.batch_size, key="task")
+                          c.batch_size, key="task" if c.batching == "by_task" else None)
     return LoaderStream(make_loader(batches, cfg))
 
 
@@ -162,6 +162,8 @@ class SupervisedStream:
         self.tokenizer = tokenizer
         self.pad_id = pad_id_of(tokenizer)
         self.calls = 0
+        #: 1-based pool ranks of the negatives of the stage's first step (``metrics.json`` ``mine``)
+        self.first_step_ranks: list[int] = []
 
     def next_batch(self) -> dict:
         from conan_core.train.collate import add_negatives, collate_pairs, collate_sts
@@ -171,6 +173,8 @@ class SupervisedStream:
         batch = collate_pairs(self.pairs.next_item(), self.pad_id)
         if self.miner is not None and self.miner.num_negatives > 0:
             rows = self.miner.negatives_for(batch["example_ids"])
+            if step == 1:
+                self.first_step_ranks.extend(int(c.rank) for row in rows for c in row)
             if rows and len(rows[0]):
                 add_negatives(batch, [[c.text for c in row] for row in rows], self.tokenizer, self.c.max_length,
                               self.pad_id)

@@ -34,13 +34,23 @@ def test_default_window_is_ranks_11_to_17():
 def test_relative_margin_drops_candidates_near_the_positive_score():
     # positive scores 0.5 -> limit 0.95·0.5 = 0.475: ranks scoring 0.70 .. 0.48 are dropped
     pool = _pool(score=lambda r: 0.9 - 0.02 * r, positive_scores={"e": 0.5})
-    miner = build("static", pool, rank_start=0, num_negatives=3)
+    miner = build("static", pool, rank_start=0, num_negatives=3, relative_margin=0.95)
     negs = miner.negatives_for(["e"])[0]
     assert all(c.score <= 0.475 for c in negs) and [c.id for c in negs] == ["c22", "c23", "c24"]
     assert miner.stats()["excluded_by_margin"] == 21
-    # None disables the filter
-    off = build("static", pool, rank_start=0, num_negatives=3, relative_margin=None)
+    # the filter is off by default (RECIPE §4: not in the paper)
+    off = build("static", pool, rank_start=0, num_negatives=3)
     assert [c.id for c in off.negatives_for(["e"])[0]] == ["c1", "c2", "c3"]
+
+
+def test_a_filter_leaving_too_few_is_filled_in_rank_order_never_with_the_least_similar():
+    # limit 0.95·0.5 = 0.475 leaves only c22..c30 (9); 12 negatives are wanted: the 3 hardest dropped
+    # ones (c1, c2, c3: ranks in order) fill up, and the example is counted as a fallback
+    pool = _pool(score=lambda r: 0.9 - 0.02 * r, positive_scores={"e": 0.5})
+    miner = build("static", pool, rank_start=0, num_negatives=12, relative_margin=0.95)
+    ids = [c.id for c in miner.negatives_for(["e"])[0]]
+    assert ids == ["c1", "c2", "c3"] + [f"c{r}" for r in range(22, 31)]
+    assert miner.stats()["margin_fallback"] == 1
 
 
 def test_weakest_positive_is_the_reference():
@@ -138,15 +148,15 @@ def test_in_batch_has_no_hard_negatives():
         miner.observe(["a"], torch.zeros(1, 3))
 
 
-def test_score_filter_falls_back_to_least_similar_when_nothing_is_left():
+def test_score_filter_that_leaves_nothing_falls_back_to_the_hardest_in_rank_order():
     # a weak early model: every candidate beyond rank 10 scores above 0.95 x the positive's 0.5
     pool = _pool(n=14, score=lambda r: 0.99 - 0.001 * r, positive_scores={"e": 0.5})
-    miner = build("static", pool, num_negatives=4)
+    miner = build("static", pool, num_negatives=4, relative_margin=0.95)
     negs = miner.negatives_for(["e"])[0]
-    assert [c.id for c in negs] == ["c14", "c13", "c12", "c11"]  # least similar first
+    assert [c.id for c in negs] == ["c11", "c12", "c13", "c14"]  # rank order: still hard negatives
     stats = miner.stats()
     assert stats["margin_fallback"] == 1 and stats["excluded_by_margin"] == 4
-    again = build("static", pool, num_negatives=4)
+    again = build("static", pool, num_negatives=4, relative_margin=0.95)
     again.load_state_dict(json.loads(json.dumps(miner.state_dict())))
     assert [c.id for c in again.negatives_for(["e"])[0]] == [c.id for c in negs]
 

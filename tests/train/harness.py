@@ -105,7 +105,7 @@ STAGE_OVERRIDES = [
     "weak.steps=30", "weak.batch_size=8", "weak.max_length=48", "weak.lr=1e-3", "weak.checkpoint_every=15",
     "supervised.steps=30", "supervised.batch_size=4", "supervised.max_length=48", "supervised.lr=5e-4",
     "supervised.checkpoint_every=10", "supervised.sts_every=5", "supervised.sts_batch_size=8",
-    "supervised.loss.dims=[16]",
+    "supervised.loss.dims=[16, 32]",
 ]
 
 

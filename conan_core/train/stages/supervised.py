@@ -40,7 +40,9 @@ def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
     _load_previous_pooler(ctx, pooler, components.specs["pooler"])
     # a loss that contrasts across ranks (cbb) needs the same queries on every rank
     shared = bool(components.loss.shared_queries)
-    miner, pool_file = build_miner(ctx, components)
+    objective = EmbeddingObjective(model, pooler, components.mask, components.loss,
+                                   sts_loss=components.sts_loss, sts_weight=c.sts_weight, gather=False)
+    miner, pool_file, remine = build_miner(ctx, components, objective)
     src_kwargs = ctx.source_kwargs() if not shared else {"rank": 0, "world_size": 1, "seed": cfg.seed}
     pairs_spec = source_spec(cfg, "supervised", ctx.run_dir, allow_data_change=ctx.allow_data_change)
     pairs = build_source(pairs_spec, path="supervised.source", **src_kwargs)
@@ -54,9 +56,8 @@ def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
     stream = SupervisedStream(cfg, supervised_pairs_loader(cfg, pairs, ctx.tokenizer),
                               sts_loader(cfg, sts_source, ctx.tokenizer) if sts_source is not None else None,
                               miner, ctx.tokenizer)
-    objective = EmbeddingObjective(model, pooler, components.mask, components.loss,
-                                   sts_loss=components.sts_loss if sts_source is not None else None,
-                                   sts_weight=c.sts_weight, gather=False)
+    if sts_source is None:
+        objective.sts_loss = None  # no STS batches will come
     parts = [pairs] + ([sts_source] if sts_source is not None else [])
     world = ctx.world(*parts, {"pool": file_hash(pool_file) if pool_file else "shards", "shared_queries": shared,
                                "batch_size": c.batch_size, "sts_batch_size": c.sts_batch_size,
@@ -64,27 +65,53 @@ def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
                                "instruction": c.query_instruction})
     return StageWiring(objective=objective, stream=stream, world=world, model=model, pooler=pooler,
                        embedder=embedder_settings(ctx, components, hidden_size(model)),
-                       finish=(lambda: {"miner": _scalars(miner.stats())}) if miner is not None else None)
+                       finish=(lambda: _finish(miner, stream, remine)) if miner is not None else None)
 
 
-def build_miner(ctx: StageContext, components: Any):
-    """``(miner or None, path of the mined pool or None)``: the miner of ``components.miner`` (None
-    when ``num_negatives`` is 0) over ``RUN/mine/pool.jsonl`` when it exists (a ranked search),
-    else over the shards' own ``neg`` lists (already chosen negatives: no top ranks skipped)."""
+def build_miner(ctx: StageContext, components: Any, objective: Any):
+    """``(miner or None, path of the mined pool or None, Remine or None)``: the miner of
+    ``components.miner`` (None when ``num_negatives`` is 0) over ``RUN/mine/pool.jsonl`` when it
+    exists (a ranked search), else over the shards' own ``neg`` lists (already chosen negatives: no
+    top ranks skipped); a miner that re-mines gets a :class:`~conan_core.train.remine.Remine` over
+    the supervised corpus, encoding with ``objective`` (the weights being trained)."""
     from conan_core.miners.pool import CandidatePool
     from conan_core.registries import REGISTRIES
     from conan_core.train.data import shard_pool
 
     plan = components.miner
     if plan is None:
-        return None, None
-    if not REGISTRIES["miners"].get(plan.spec["type"]).needs_pool:
-        return plan.build(pool=None, rank=ctx.env.rank), None
+        return None, None, None
+    cls = REGISTRIES["miners"].get(plan.spec["type"])
+    remine = _remine(ctx, components, objective) if cls.remines else None
+    if not cls.needs_pool:
+        return plan.build(pool=None, rank=ctx.env.rank, remine_fn=remine), None, remine
     pool_file = ctx.run_dir / "mine" / "pool.jsonl"
     if pool_file.exists():
-        return plan.build(pool=CandidatePool.load(pool_file), rank=ctx.env.rank), pool_file
+        pool = CandidatePool.load(pool_file)
+        return plan.build(pool=pool, rank=ctx.env.rank, remine_fn=remine), pool_file, remine
     log.info("supervised: no mined pool at %s: using the shards' own negatives (no ranks skipped)", pool_file)
-    return plan.build(pool=shard_pool(ctx.cfg, ctx.run_dir), rank=ctx.env.rank, ranked_pool=False), None
+    pool = shard_pool(ctx.cfg, ctx.run_dir)
+    return plan.build(pool=pool, rank=ctx.env.rank, ranked_pool=False, remine_fn=remine), None, remine
+
+
+def _remine(ctx: StageContext, components: Any, objective: Any):
+    from conan_core.train.data import supervised_examples
+    from conan_core.train.remine import Remine
+
+    cfg = ctx.cfg
+    queries, positives, corpus = supervised_examples(cfg, ctx.run_dir)
+    return Remine(objective, ctx.tokenizer, queries, positives, corpus, top_k=cfg.mine.top_k,
+                  max_length=cfg.supervised.max_length, alpha=components.alpha(cfg.supervised.steps),
+                  batch_size=cfg.mine.batch_size, index_kind=cfg.mine.index)
+
+
+def _finish(miner: Any, stream: Any, remine: Any) -> dict:
+    out = {"miner": _scalars(miner.stats())}
+    if stream.first_step_ranks:
+        out["first_step_mean_negative_rank"] = sum(stream.first_step_ranks) / len(stream.first_step_ranks)
+    if remine is not None:
+        out["remine"] = {"calls": remine.calls, "seconds": round(remine.seconds, 3)}
+    return out
 
 
 def _load_previous_pooler(ctx: StageContext, pooler: Any, spec: dict) -> None:

@@ -4,9 +4,10 @@ InfoNCE with in-batch negatives (gathered over every rank), **the soft mask** wi
 bidirectional, the mask of the next stage and of inference), and pairs a teacher scores below
 ``weak.teacher_min_score`` dropped.
 
-Teacher filter: the teacher is ``weak.teacher`` (a model directory, through
-:class:`conan_core.Embedder`) or, by default, the model this stage starts from, encoding with the
-stage's pooler and its mask at step 0. Every pair is scored once, at stage start (each rank scores
+Teacher filter: the teacher is ``weak.teacher`` (a conan run / export, a sentence-transformers
+directory or ``package:NAME[/SUBDIR]``, see :mod:`conan_core.train.teacher`) or, by default, the
+model this stage starts from, encoding with the stage's pooler and its mask at step 0 (a weak
+filter: the paper uses a strong external embedder). Every pair is scored once, at stage start (each rank scores
 its share, the dropped ids are gathered); ``weak/teacher.json`` records the threshold, the counts
 and the dropped example ids, and a resumed run reads it instead of scoring again.
 """
@@ -69,8 +70,10 @@ def teacher_filter(ctx: StageContext, spec: dict, objective: Any, start_alpha: f
         ctx.stage_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, result)
     D.barrier(ctx.env)
-    log.info("weak: teacher (%s) scored %d pairs, dropped %d below %.3f (mean cosine %s)", result["teacher"],
-             result["scored"], result["dropped_count"], c.teacher_min_score, result["mean_score"])
+    mean = "n/a" if result["mean_score"] is None else f"{result['mean_score']:.3f}"
+    log.info("weak: teacher %s scored %d pairs and dropped %d whose cosine(query, positive) is below %.2f "
+             "(weak.teacher_min_score, RECIPE §2.3; mean cosine %s)", result["teacher"], result["scored"],
+             result["dropped_count"], c.teacher_min_score, mean)
     return result
 
 
@@ -116,24 +119,12 @@ def _score_pairs(ctx: StageContext, spec: dict, objective: Any, alpha: float) ->
 
 
 def _score_with_embedder(teacher: str, source: Any, c: Any, env: D.DistEnv) -> dict[str, float]:
-    """Scores from an external teacher model directory (its own pooler, mask and format)."""
-    import numpy as np
-
-    from conan_core.embedder import Embedder
+    """Scores from an external teacher (:mod:`conan_core.train.teacher`)."""
     from conan_core.data.samples import example_id_of
+    from conan_core.train.teacher import Teacher, score_pairs
 
-    emb = Embedder.load(teacher, device=str(env.device))
     samples = list(source)
     if not samples:
         return {}
-    ids = [example_id_of(s, i) for i, s in enumerate(samples)]
-    out: dict[str, float] = {}
-    by_instruction: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_instruction.setdefault(s.get("instruction") or c.query_instruction, []).append(i)
-    for instruction, rows in by_instruction.items():
-        q = emb.encode([samples[i]["query"] for i in rows], instruction=instruction or None, batch_size=c.batch_size)
-        p = emb.encode([samples[i]["pos"] for i in rows], instruction=None, batch_size=c.batch_size)
-        cos = np.sum(q * p, axis=1)  # unit rows
-        out.update({ids[i]: float(v) for i, v in zip(rows, cos)})
-    return out
+    model = Teacher(teacher, device=str(env.device), batch_size=c.batch_size)
+    return score_pairs(model, samples, [example_id_of(s, i) for i, s in enumerate(samples)], c.query_instruction)
