@@ -49,7 +49,7 @@ from the structure of the sources, 0..5):
 0.0   two texts from different top-level modules / different sources
 ====  =========================================================================================
 
-Sizes at ``scale=1``: about 8k pretraining texts, 2.2k SFT pairs, 2.7k supervised pairs, 1k STS
+Sizes at ``scale=1``: about 7k pretraining texts, 2.2k SFT pairs, 2.7k supervised pairs, 1k STS
 pairs and a few hundred eval queries per set; ``scale`` multiplies every count (capped by what
 the sources hold).
 """
