@@ -641,7 +641,7 @@ def format_summary(summary: dict) -> str:
         ", ".join(f"{t} {n}" for t, n in summary["supervised"]["tasks"].items()),
     ]
     for part, clr in summary["clr"].items():
-        lines.append(f"  clr {part + ':':<9}" + " ".join(f"{k}:{v}" for k, v in clr["counts"].items() if v) +
+        lines.append(f"  clr {part + ':':<10}" + " ".join(f"{k}:{v}" for k, v in clr["counts"].items() if v) +
                      f" (swapped {clr['swapped']}, redrawn {clr['redrawn']}, kept source {clr['kept_source']})")
     lines.append(f"  sts:        {summary['sts']['count']} pairs, scores {summary['sts']['scores']}")
     lines.append(_eval_line("eval in:", summary["eval"]["in_domain"]))
