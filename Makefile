@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml plugins/conan-example/pyproject.toml plugins/conan-apex
 	# would pull a multi-GB CUDA build.
 	if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then \
 	  $(PY) -m pip install --quiet "torch==2.13.0"; fi
-	$(PY) -m pip install --quiet -e ".[cpu,dev]" -e plugins/conan-example -e plugins/conan-apex
+	$(PY) -m pip install --quiet -e ".[cpu,dev,demo]" -e plugins/conan-example -e plugins/conan-apex
 	touch $@
 
 setup: $(STAMP)

@@ -155,17 +155,18 @@ def _negatives_report(cfg: RunConfig, pool) -> dict:
 
 
 def eval_step(cfg: RunConfig, run_dir: Path) -> dict:
-    """Every configured evaluator on the held-out split, model next to BM25 (eval/metrics.json)."""
+    """Every configured evaluator on the held-out data, in-domain and (when the data has
+    ``eval/out_of_domain/``) out-of-domain, model next to BM25 (eval/metrics.json)."""
     from conan_core.embedder import Embedder
-    from conan_core.eval.report import evaluate_all, read_metrics, write_metrics
+    from conan_core.eval.report import evaluate_domains, read_metrics, write_metrics
 
     path = run_dir / "eval" / "metrics.json"
     if path.exists():
         return read_metrics(path)
     embedder = Embedder.load(run_dir)
     data_dir = Path(cfg.data.dir) if cfg.data.dir else run_dir / "data"
-    results = evaluate_all(embedder, data_dir / "eval", cfg.eval.evaluators, missing="skip",
-                           batch_size=cfg.eval.batch_size, log=print)
+    results = evaluate_domains(embedder, data_dir / "eval", cfg.eval.evaluators, missing="skip",
+                               batch_size=cfg.eval.batch_size, log=print)
     write_metrics(results, path)
     return results
 

@@ -78,6 +78,7 @@ REGISTRIES: RegistrySet = RegistrySet({
     }), "resumable, rank/worker-split sample streams"),
     "translators": Registry("translators", "conan_core.translators.base:Translator", _keys("conan_core.translators", {
         "lookup": "LookupTranslator",
+        "gettext": "GettextTranslator",
     }), "query translation for cross-lingual retrieval data (never a network call)"),
     "optimizers": Registry("optimizers", "conan_core.optimizers.base:OptimizerFactory", _keys("conan_core.optimizers", {
         "adamw": "AdamW",

@@ -37,14 +37,29 @@ def stage_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def metric_rows(eval_results: dict) -> list[tuple[str, str, float, float | None]]:
-    """(evaluator, metric, model value, BM25 value) for every model metric."""
+def metric_rows(eval_results: dict) -> list[tuple[str, str, str, float, float | None]]:
+    """(task, domain, metric, model value, BM25 value) for every model metric.
+
+    Rows are grouped by task (in the order tasks first appear) and metric, the in-domain row of a
+    metric directly above its out-of-domain row; metrics only one domain has follow in its order.
+    """
+    from conan_core.eval.report import DOMAINS, by_domain
+
+    grouped = by_domain(eval_results)
+    tasks: list[str] = []
+    for domain in DOMAINS:
+        tasks += [t for t in grouped.get(domain, {}) if t not in tasks]
     out = []
-    for name, metrics in eval_results.items():
-        for key, value in metrics.items():
-            if key.startswith("bm25/") or not isinstance(value, (int, float)) or is_count(key):
-                continue
-            out.append((name, key, float(value), _as_float(metrics.get(f"bm25/{key}"))))
+    for task in tasks:
+        per_domain = {d: grouped.get(d, {}).get(task) or {} for d in DOMAINS}
+        keys: list[str] = []
+        for metrics in per_domain.values():
+            keys += [k for k, v in metrics.items() if k not in keys and not k.startswith("bm25/")
+                     and isinstance(v, (int, float)) and not is_count(k)]
+        for key in keys:
+            for domain, metrics in per_domain.items():
+                if isinstance(metrics.get(key), (int, float)):
+                    out.append((task, domain, key, float(metrics[key]), _as_float(metrics.get(f"bm25/{key}"))))
     return out
 
 
@@ -53,7 +68,8 @@ def _as_float(value: Any) -> float | None:
 
 
 def format_summary(run_dir: Path, eval_results: dict | None, *, per_language: bool = False) -> str:
-    """The stage table and the eval table (model next to BM25); per-language rows on request."""
+    """The stage table and the eval table: every metric in-domain and out-of-domain, the model
+    next to BM25 on the same queries and documents; per-language rows on request."""
     lines = [f"{'stage':<12}{'steps':>7}{'final loss':>12}{'time (s)':>10}"]
     for row in stage_rows(run_dir):
         loss = "-" if row["final_loss"] is None else f"{row['final_loss']:.4f}"
@@ -61,20 +77,28 @@ def format_summary(run_dir: Path, eval_results: dict | None, *, per_language: bo
         lines.append(f"{row['stage']:<12}{row['steps']!s:>7}{loss:>12}{secs:>10}")
     if eval_results:
         lines.append("")
-        lines.append(f"{'eval':<16}{'metric':<26}{'model':>9}{'BM25':>9}")
-        for name, key, value, bm25 in metric_rows(eval_results):
+        lines.append(f"{'eval':<16}{'domain':<15}{'metric':<24}{'model':>9}{'BM25':>9}")
+        for task, domain, key, value, bm25 in metric_rows(eval_results):
             if key.startswith("lang/") and not per_language:
                 continue
             ref = "-" if bm25 is None else f"{bm25:.4f}"
-            lines.append(f"{name:<16}{key:<26}{value:>9.4f}{ref:>9}")
+            lines.append(f"{task:<16}{domain:<15}{key:<24}{value:>9.4f}{ref:>9}")
     return "\n".join(lines)
 
 
 def write_report(cfg: RunConfig, run_dir: Path, summary: dict) -> Path:
-    """Write metrics.json, plots/*.png and report.md; print the summary table."""
+    """Write metrics.json, plots/*.png and report.md; print the summary table.
+
+    ``metrics.json`` holds ``eval`` (flat: in-domain tasks by name, out-of-domain ones as
+    ``out_of_domain/<task>``, as in ``eval/metrics.json``) and ``eval_by_domain`` (the same numbers
+    as ``{"in_domain": {task: ...}, "out_of_domain": {task: ...}}``).
+    """
+    from conan_core.eval.report import by_domain
+
     run_dir = Path(run_dir)
     eval_results = summary.get("eval") or _load_json(run_dir / "eval" / "metrics.json")
     metrics = {"stages": stage_rows(run_dir), "eval": eval_results or {},
+               "eval_by_domain": by_domain(eval_results or {}),
                "mine": summary.get("mine") or _load_json(run_dir / "mine" / "DONE"),
                "seconds": summary.get("seconds")}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
@@ -82,7 +106,12 @@ def write_report(cfg: RunConfig, run_dir: Path, summary: dict) -> Path:
     table = format_summary(run_dir, eval_results)
     full = format_summary(run_dir, eval_results, per_language=True)
     lines = [f"# Run report: {cfg.name}", "", f"Run directory: `{run_dir}`; total time "
-             f"{summary.get('seconds', '-')} s.", "", "```", full, "```", ""]
+             f"{summary.get('seconds', '-')} s.", ""]
+    if any(k.startswith("out_of_domain/") for k in (eval_results or {})):
+        lines += ["Evaluation: `in_domain` = held-out items of the sources training used; `out_of_domain` = "
+                  "sources no training split holds (see the data's demo_summary.json, `held_out`). BM25 runs on "
+                  "the same queries and documents.", ""]
+    lines += ["```", full, "```", ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -115,28 +144,8 @@ def make_plots(cfg: RunConfig, run_dir: Path, eval_results: dict) -> list[Path]:
     fig.tight_layout()
     made.append(_save(fig, out_dir / "loss.png"))
 
-    if cfg.weak.enabled and cfg.weak.mask.get("type") == "soft":
-        import torch
-
-        from conan_core.masks.base import MaskContext
-        from conan_core.registries import REGISTRIES
-
-        mask = REGISTRIES["masks"].build(cfg.weak.mask)
-        total = max(cfg.weak.steps, 1)
-        steps = [0, total // 4, total // 2, 3 * total // 4, total]
-        fig, axes = plt.subplots(1, len(steps) + 1, figsize=(3 * (len(steps) + 1), 3))
-        ts = list(range(total + 1))
-        axes[0].plot(ts, [mask.alpha(t, total) for t in ts])
-        axes[0].set_title("alpha(t)")
-        axes[0].set_xlabel("weak step")
-        for ax, step in zip(axes[1:], steps):
-            alpha = mask.alpha(step, total)
-            m = mask.matrix(MaskContext(lengths=torch.tensor([16]), seq_len=16, alpha=alpha))[0]
-            ax.imshow(m.numpy(), vmin=0, vmax=1, cmap="viridis")
-            ax.set_title(f"step {step}, alpha {alpha:.2f}")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.tight_layout()
+    fig = soft_mask_figure(cfg)
+    if fig is not None:
         made.append(_save(fig, out_dir / "soft_mask.png"))
 
     rows = [r for r in read_jsonl(run_dir / "supervised" / "metrics.jsonl") if "negatives_replaced" in r]
@@ -149,17 +158,100 @@ def make_plots(cfg: RunConfig, run_dir: Path, eval_results: dict) -> list[Path]:
         fig.tight_layout()
         made.append(_save(fig, out_dir / "dhnm_replacements.png"))
 
-    per_lang = {k.split("/")[1]: v for k, v in (eval_results.get("cross_lingual") or {}).items()
-                if k.startswith("lang/") and k.endswith("/recall@20")}
-    if per_lang:
-        fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(per_lang)), 3))
-        langs = sorted(per_lang)
-        ax.bar(langs, [per_lang[lang] for lang in langs])
-        ax.set_ylabel("Recall@20")
-        ax.set_title("cross-lingual retrieval per query language")
-        fig.tight_layout()
+    fig = per_language_figure(eval_results)
+    if fig is not None:
         made.append(_save(fig, out_dir / "per_language_recall.png"))
     return made
+
+
+def soft_mask_figure(cfg: RunConfig):
+    """alpha(t) of the weak stage and the soft mask M[i, j] (query row i, key column j, 1-based,
+    a 16-token sequence) at five steps, with a colour bar and the schedule's name; None when the
+    weak stage does not use the ``soft`` mask."""
+    if not (cfg.weak.enabled and cfg.weak.mask.get("type") == "soft"):
+        return None
+    import matplotlib.pyplot as plt
+    import torch
+
+    from conan_core.masks.base import MaskContext
+    from conan_core.registries import REGISTRIES
+
+    mask = REGISTRIES["masks"].build(cfg.weak.mask)
+    total = max(cfg.weak.steps, 1)
+    steps = [0, total // 4, total // 2, 3 * total // 4, total]
+    # constrained layout leaves room for the colour bar and its label
+    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(3 * (len(steps) + 1) + 1, 3.6), layout="constrained")
+    ts = list(range(total + 1))
+    axes[0].plot(ts, [mask.alpha(t, total) for t in ts])
+    axes[0].set_title("alpha(t)")
+    axes[0].set_xlabel("weak step")
+    axes[0].set_ylabel("alpha")
+    length = 16
+    ticks = [0, length // 2 - 1, length - 1]
+    image = None
+    for ax, step in zip(axes[1:], steps):
+        alpha = mask.alpha(step, total)
+        m = mask.matrix(MaskContext(lengths=torch.tensor([length]), seq_len=length, alpha=alpha))[0]
+        image = ax.imshow(m.numpy(), vmin=0, vmax=1, cmap="viridis")
+        ax.set_title(f"step {step}, alpha {alpha:.2f}")
+        ax.set_xlabel("key position j")
+        ax.set_xticks(ticks, [str(t + 1) for t in ticks])
+        ax.set_yticks(ticks, [str(t + 1) for t in ticks])
+    axes[1].set_ylabel("query position i")
+    fig.suptitle(f"soft mask M[i, j] during the weak stage; schedule: {schedule_name(cfg.weak.mask)}")
+    fig.colorbar(image, ax=list(axes[1:]), shrink=0.9, label="M[i, j]: 0 closed, 1 open")
+    return fig
+
+
+def per_language_figure(eval_results: dict):
+    """Cross-lingual Recall@20 per query language, the model's bar beside BM25's, one panel per
+    domain (in-domain, out-of-domain); None when no result has per-language rows."""
+    panels = _per_language(eval_results)
+    if not panels:
+        return None
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    widths = [max(3.0, 0.45 * len(langs)) for langs, _, _ in panels.values()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1, 3.6), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (domain, (langs, model, bm25)) in zip(axes[0], panels.items()):
+        x = np.arange(len(langs))
+        ax.bar(x - 0.2, model, 0.4, label="model")
+        ax.bar(x + 0.2, [np.nan if v is None else v for v in bm25], 0.4, label="BM25")
+        ax.set_xticks(x, langs, rotation=90)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("query language")
+        ax.set_title(f"{domain}: cross-lingual Recall@20", fontsize=10)
+    axes[0][0].set_ylabel("Recall@20")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def schedule_name(mask_spec: dict) -> str:
+    """The schedule of a soft-mask spec as ``key`` or ``key (field=value, ...)`` with the fields the
+    spec sets."""
+    schedule = mask_spec.get("schedule") or {}
+    if isinstance(schedule, str):
+        return schedule
+    key = schedule.get("type", "linear")
+    extra = ", ".join(f"{k}={v}" for k, v in schedule.items() if k != "type" and v is not None)
+    return f"{key} ({extra})" if extra else key
+
+
+def _per_language(eval_results: dict) -> dict[str, tuple[list[str], list[float], list[float | None]]]:
+    """Per domain with cross-lingual results: (languages, model Recall@20, BM25 Recall@20)."""
+    from conan_core.eval.report import by_domain
+
+    out = {}
+    for domain, tasks in by_domain(eval_results).items():
+        metrics = tasks.get("cross_lingual") or {}
+        langs = sorted(k.split("/")[1] for k in metrics if k.startswith("lang/") and k.endswith("/recall@20"))
+        if langs:
+            out[domain] = (langs, [float(metrics[f"lang/{lang}/recall@20"]) for lang in langs],
+                           [_as_float(metrics.get(f"bm25/lang/{lang}/recall@20")) for lang in langs])
+    return out
 
 
 def _save(fig, path: Path) -> Path:

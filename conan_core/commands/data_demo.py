@@ -7,17 +7,25 @@ import json
 
 def add_data_commands(data_subparsers) -> None:
     """Add ``demo`` and ``clr`` to the subparsers of the ``conan data`` group."""
-    p = data_subparsers.add_parser("demo", help="build the bundled real demo corpus (stdlib docs + CLDR names)")
+    p = data_subparsers.add_parser("demo", help="build the bundled real demo corpus (docstrings of the stdlib and "
+                                                "of installed packages, Django's translation catalogs, CLDR names)")
     p.add_argument("--out", required=True, help="output data root (pretrain/ sft/ supervised/ sts/ eval/)")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every count (default 1.0)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and of the held-out split")
     p.set_defaults(func=cmd_demo)
 
     p = data_subparsers.add_parser("clr", help="cross-lingual retrieval data: translate only the queries "
-                                               "of a retrieval shard set (RECIPE §6)")
-    p.add_argument("--retrieval", required=True, metavar="SHARDS", help="pairs shard directory")
-    p.add_argument("--translations", required=True, metavar="PARALLEL",
-                   help='parallel JSONL: {"lang": ..., "text": ..., "en": ...} per line')
+                                               "of a retrieval set (RECIPE §6)")
+    p.add_argument("--retrieval", required=True, metavar="PAIRS",
+                   help="pairs shard directory, or a JSONL file of pairs (query, pos, neg, lang)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--translations", metavar="PARALLEL",
+                        help='parallel JSONL for the lookup translator: {"lang": ..., "text": ..., "en": ...} per line')
+    source.add_argument("--translator", metavar="KEY_OR_JSON",
+                        help="a translators key (e.g. gettext: the catalogs shipped inside installed packages) "
+                             'or a JSON spec such as \'{"type": "gettext", "packages": ["django"]}\'')
+    p.add_argument("--src-lang", default=None, metavar="LANG",
+                   help="language of queries whose pair has no lang field (without it such a pair is an error)")
     p.add_argument("--langs", default="paper",
                    help="language shares LANG:SHARE,... (any scale, normalised), or 'paper' for the "
                         "26-language table of RECIPE §6 (default)")
@@ -35,11 +43,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def translator_spec(text: str) -> dict:
+    """``--translator`` value: a registry key, or a JSON object with a ``type`` key."""
+    from conan_core.data.clr import CLRError
+
+    text = text.strip()
+    if not text.startswith("{"):
+        return {"type": text}
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CLRError(f"--translator: invalid JSON ({exc.msg} at column {exc.colno}): {text}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise CLRError(f'--translator: a JSON spec must be an object with a "type" key, got {text}')
+    return spec
+
+
 def cmd_clr(args) -> int:
     from conan_core.data.clr import build_clr, parse_shares
 
-    summary = build_clr(args.retrieval, args.translations, parse_shares(args.langs), args.out, args.seed,
-                        tasks=None if args.all_tasks else ("retrieval",))
+    translations = args.translations if args.translations else translator_spec(args.translator)
+    summary = build_clr(args.retrieval, translations, parse_shares(args.langs), args.out, args.seed,
+                        tasks=None if args.all_tasks else ("retrieval",), src_lang=args.src_lang)
     print(f"wrote {summary['written']} CLR pairs to {args.out} "
           f"(redrawn {summary['redrawn']}, kept source language {summary['kept_source']})")
     print(json.dumps({k: round(v * 100, 2) for k, v in summary["shares"].items()}))

@@ -1,6 +1,7 @@
 """``conan eval``, ``conan encode`` and ``conan export``: use a trained run.
 
-* ``conan eval RUN [--data DIR] [--task retrieval,sts ...]`` prints model-vs-BM25 metrics and
+* ``conan eval RUN [--data DIR] [--task retrieval,sts ...]`` prints model-vs-BM25 metrics, in-domain
+  and, when the data has ``eval/out_of_domain/``, out-of-domain (``out_of_domain/<task>``), and
   writes ``RUN/eval/metrics.json`` (tasks evaluated now replace their old entries);
 * ``conan encode RUN --input FILE --out FILE.npy`` embeds a text / JSONL file;
 * ``conan export RUN [--out DIR]`` writes a transformers + sentence-transformers directory.
@@ -79,7 +80,7 @@ def _task_specs(args, cfg: dict) -> tuple[list[dict], bool]:
 
 def cmd_eval(args) -> int:
     from conan_core.embedder import Embedder
-    from conan_core.eval.report import evaluate_all, format_table, read_metrics, write_metrics
+    from conan_core.eval.report import evaluate_domains, format_table, read_metrics, write_metrics
 
     run = Path(args.run)
     cfg = _run_config(run)
@@ -91,8 +92,8 @@ def cmd_eval(args) -> int:
     specs, explicit = _task_specs(args, cfg)
     embedder = Embedder.load(run, device=args.device)
     print(f"evaluating {embedder.source} on {data}", file=sys.stderr)
-    results = evaluate_all(embedder, data, specs, missing="raise" if explicit else "skip",
-                           batch_size=args.batch_size, log=lambda msg: print(msg, file=sys.stderr))
+    results = evaluate_domains(embedder, data, specs, missing="raise" if explicit else "skip",
+                               batch_size=args.batch_size, log=lambda msg: print(msg, file=sys.stderr))
     if not results:
         raise ConanError(f"no evaluation data found under {data} (expected eval/retrieval/, eval/cross_lingual/, "
                          "eval/sts.jsonl or eval/classification.jsonl); pass --data DIR")

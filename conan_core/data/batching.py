@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable, Iterator, Mapping
 
-from conan_core.data.samples import DataError
 from conan_core.data.resumable import Resumable, inner_state, load_inner_state
+from conan_core.data.samples import DataError
 
 
 class TaskBatcher(Resumable):

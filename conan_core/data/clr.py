@@ -19,6 +19,11 @@ Missing translations (policy), for a query whose translator returns None for its
 
 ``swapped``, ``redrawn`` and ``kept_source`` count these cases in the summary; only re-drawn and
 kept queries move the output shares away from the quotas.
+
+Every query's own language must be known (``lang`` of the pair; the shard writer's default
+``"und"`` counts as unknown): a translator cannot translate from an unknown language, so a pair
+without one is an error naming its file and line (JSONL) or shard and sample key, unless the
+caller states the language of such queries (``src_lang``, ``conan data clr --src-lang``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from conan_core.errors import DataError
 
@@ -40,6 +45,8 @@ PAPER_LANG_SHARES: dict[str, float] = {
 
 #: translated queries tried as swap partners for one query without a translation
 MAX_SWAP_TRIES = 64
+#: ``lang`` values that do not name a language (``und`` is the pairs schema's default)
+UNKNOWN_LANGS = ("", "und")
 
 
 class CLRError(DataError):
@@ -104,14 +111,15 @@ def _weighted_choice(rng: random.Random, weights: Mapping[str, float]) -> str | 
 
 
 def assign_clr(samples: list[dict], translator, langs: Mapping[str, float] | None = None, *,
-               seed: int = 0, src_lang: str = "en") -> tuple[list[dict], dict]:
+               seed: int = 0, src_lang: str | None = None) -> tuple[list[dict], dict]:
     """Translate the queries of retrieval ``samples`` (pairs dicts) by the language shares.
 
     Each output sample is a copy with ``query`` translated, ``lang`` = target language,
     ``task = "clr"`` and ``src_lang`` = the original query language (the sample's ``lang``, or
     ``src_lang`` when it has none); ``pos``/``neg`` are untouched. Output order = input order.
-    Returns (samples, summary); the summary holds requested and achieved shares, counts per
-    language, ``redrawn`` and ``kept_source``.
+    A sample with no language (``lang`` missing, empty or ``und``) while ``src_lang`` is None
+    raises :class:`CLRError` naming its index and id. Returns (samples, summary); the summary
+    holds requested and achieved shares, counts per language, ``redrawn`` and ``kept_source``.
     """
     shares = normalize_shares(PAPER_LANG_SHARES if langs is None else langs)
     n = len(samples)
@@ -121,7 +129,13 @@ def assign_clr(samples: list[dict], translator, langs: Mapping[str, float] | Non
     order = list(range(n))
     rng.shuffle(order)
     assigned: dict[int, str] = {i: slots[j] for j, i in enumerate(order)}
-    sources = [s.get("lang") or src_lang for s in samples]
+    sources = []
+    for i, s in enumerate(samples):
+        lang = s.get("lang") if s.get("lang") not in (None, *UNKNOWN_LANGS) else src_lang
+        if lang is None:
+            raise CLRError(f"sample {i} (id {s.get('id', '-')!r}) has no language (lang {s.get('lang')!r}); "
+                           "set its lang field or pass src_lang for queries without one")
+        sources.append(lang)
 
     def translate_many(idx: list[int], tgt: str) -> list[str | None]:
         out: list[str | None] = [None] * len(idx)
@@ -218,58 +232,99 @@ def assign_clr(samples: list[dict], translator, langs: Mapping[str, float] | Non
     return out, summary
 
 
-def _translator_from(translations):
+def translator_from(translations) -> "Translator":  # noqa: F821 (imported lazily)
+    """A :class:`~conan_core.translators.base.Translator` from ``translations``: a Translator
+    itself, a spec dict ``{"type": KEY, ...}`` built through the ``translators`` registry, or a
+    parallel JSONL path (the ``lookup`` translator)."""
     from conan_core.translators.base import Translator
 
     if isinstance(translations, Translator):
         return translations
-    if not isinstance(translations, (str, Path)):
-        raise CLRError(f"translations must be a parallel JSONL path or a Translator, got "
-                       f"{type(translations).__name__}")
     from conan_core.registries import REGISTRIES
 
+    if isinstance(translations, Mapping):
+        return REGISTRIES["translators"].build(dict(translations), "translator")
+    if not isinstance(translations, (str, Path)):
+        raise CLRError(f"translations must be a parallel JSONL path, a translator spec dict or a Translator, "
+                       f"got {type(translations).__name__}")
     return REGISTRIES["translators"].build({"type": "lookup", "path": str(translations)})
 
 
 def read_pairs(directory: str | Path) -> Iterable[dict]:
     """Validated pairs samples of a shard directory, in manifest order (a bad sample raises)."""
+    for _, sample in iter_retrieval(directory):
+        yield sample
+
+
+def iter_retrieval(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """``(where, sample)`` for each validated pairs sample of a shard directory or a JSONL file.
+
+    ``where`` locates the sample for error messages: ``FILE:LINE`` in a JSONL file,
+    ``SHARD.tar (sample KEY)`` in shards. A bad sample raises with that location.
+    """
     from conan_core.data.samples import DataError, decode_members, validate_sample
     from conan_core.data.shards import iter_tar_groups, read_manifest
 
-    manifest = read_manifest(directory)
+    path = Path(path)
+    if path.is_file():
+        from conan_core.jsonl import iter_jsonl
+
+        for lineno, obj in iter_jsonl(path, error=CLRError):
+            where = f"{path}:{lineno}"
+            try:
+                sample, _ = validate_sample(obj, "pairs")
+            except DataError as exc:
+                raise CLRError(f"{where}: {exc.detail}") from None
+            # the schema fills a missing lang with "und"; either way the language is unknown
+            yield where, sample
+        return
+    if not path.is_dir():
+        raise CLRError(f"{path}: no such retrieval set; pass a pairs shard directory or a JSONL file of pairs")
+    manifest = read_manifest(path)
     if manifest.kind != "pairs":
-        raise CLRError(f"{directory}: shards of kind {manifest.kind!r}; the CLR builder needs a "
+        raise CLRError(f"{path}: shards of kind {manifest.kind!r}; the CLR builder needs a "
                        "retrieval set of kind 'pairs' (query, pos, neg)")
     for shard in manifest.shards:
-        path = manifest.path(shard)
-        for group in iter_tar_groups(path):
+        tar = manifest.path(shard)
+        for group in iter_tar_groups(tar):
             try:
                 sample, _ = decode_members(group.members)
                 sample, _ = validate_sample(sample, "pairs")
             except DataError as exc:
-                raise exc.at(str(path), group.key) from None
-            yield sample
+                raise exc.at(str(tar), group.key) from None
+            yield f"{tar} (sample {group.key})", sample
 
 
 def build_clr(retrieval_dir: str | Path, translations, langs: Mapping[str, float] | None,
               out_dir: str | Path, seed: int = 0, *, shard_size: int = 1000,
-              tasks: Iterable[str] | None = ("retrieval",)) -> dict:
-    """Write CLR pairs shards to ``out_dir`` from the retrieval shards in ``retrieval_dir``.
+              tasks: Iterable[str] | None = ("retrieval",), src_lang: str | None = None) -> dict:
+    """Write CLR pairs shards to ``out_dir`` from the retrieval set ``retrieval_dir``.
 
-    ``translations``: a parallel JSONL file (``{"lang", "text", "en"}`` per line, read by the
-    ``lookup`` translator) or any :class:`~conan_core.translators.base.Translator`. ``langs``:
-    shares per language (any scale; None = :data:`PAPER_LANG_SHARES`). Only samples whose ``task``
-    is in ``tasks`` are used (None = all). Writes ``clr_summary.json`` beside the shards and
-    returns the summary (see :func:`assign_clr`) plus ``written``.
+    ``retrieval_dir``: a pairs shard directory or a JSONL file of pairs. ``translations``: a
+    parallel JSONL file (``{"lang", "text", "en"}`` per line, read by the ``lookup`` translator),
+    a translator spec dict (``{"type": "gettext"}``) or any
+    :class:`~conan_core.translators.base.Translator`. ``langs``: shares per language (any scale;
+    None = :data:`PAPER_LANG_SHARES`). Only samples whose ``task`` is in ``tasks`` are used (None =
+    all). A pair without a language raises :class:`CLRError` naming the first one's file and line
+    (or shard and sample key) unless ``src_lang`` gives the language of such queries. Writes
+    ``clr_summary.json`` beside the shards and returns the summary (see :func:`assign_clr`) plus
+    ``written``.
     """
     from conan_core.data.shards import write_shards
 
     keep = None if tasks is None else set(tasks)
-    samples = [s for s in read_pairs(retrieval_dir) if keep is None or s.get("task") in keep]
-    if not samples:
+    located = [(where, s) for where, s in iter_retrieval(retrieval_dir) if keep is None or s.get("task") in keep]
+    if not located:
         raise CLRError(f"{retrieval_dir}: no samples with task in {sorted(keep or [])}; pass tasks=None "
                        "to use every pair")
-    out, summary = assign_clr(samples, _translator_from(translations), langs, seed=seed)
+    unknown = [where for where, s in located if s.get("lang") in (None, *UNKNOWN_LANGS)]
+    if unknown and src_lang is None:
+        raise CLRError(f"{unknown[0]}: pair has no query language (lang missing or 'und'; {len(unknown)} of "
+                       f"{len(located)} pairs lack one), so its query cannot be translated. Add a lang field "
+                       "to the pairs, or pass --src-lang LANG (src_lang=LANG) to state the language of the "
+                       "queries without one")
+    samples = [s for _, s in located]
+    out, summary = assign_clr(samples, translator_from(translations), langs, seed=seed, src_lang=src_lang)
     for s in out:
         s.pop("__key__", None)
         s.pop("__url__", None)

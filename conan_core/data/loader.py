@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, IterableDataset
 from conan_core.data.resumable import Resumable, inner_state, load_inner_state, worker_split
 from conan_core.data.samples import DataError
 
-
 # ----------------------------------------------------------------------------- map
 
 class Map(Resumable):

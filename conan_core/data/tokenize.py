@@ -23,7 +23,6 @@ from typing import Any, Iterable, Iterator, Sequence
 from conan_core.data.resumable import Resumable, inner_state, load_inner_state
 from conan_core.data.samples import example_id_of, normalize_text
 
-
 # ----------------------------------------------------------------------------- text ids
 
 def text_id(text: str) -> int:

@@ -3,6 +3,13 @@
 Results are ``{task name: {metric: value}}`` as returned by each evaluator's ``evaluate``; the
 table puts the model and its BM25 reference side by side (one row per metric, counts in the task
 heading).
+
+Two domains: an eval root (``<data>/eval``) holds the *in-domain* sets (held-out items of the
+sources training used), and may hold ``out_of_domain/`` with the same layout, built from sources
+training never saw (see :mod:`conan_core.data.demo`). :func:`evaluate_domains` runs the
+evaluators on both; in-domain results keep the bare task names (``retrieval``), out-of-domain
+ones are named ``out_of_domain/<task>``, so one flat ``metrics.json`` holds both and readers of
+the in-domain numbers need not change.
 """
 
 from __future__ import annotations
@@ -14,6 +21,10 @@ from typing import Any, Iterable, Mapping
 
 from conan_core.eval.base import is_count
 from conan_core.eval.data import MissingEvalDataError
+
+IN_DOMAIN = "in_domain"
+OUT_OF_DOMAIN = "out_of_domain"
+DOMAINS = (IN_DOMAIN, OUT_OF_DOMAIN)
 
 DEFAULT_EVALUATORS = ({"type": "retrieval"}, {"type": "cross_lingual"}, {"type": "sts"},
                       {"type": "classification"})
@@ -58,16 +69,69 @@ def evaluate_all(embedder, data: str | Path, evaluators: Iterable[Mapping[str, A
     return results
 
 
+def domain_roots(data: str | Path) -> dict[str, Path]:
+    """``{"in_domain": eval root, "out_of_domain": its out_of_domain/ directory}`` (the latter only
+    when it exists). ``data`` is a data root (holding ``eval/``), an eval root or a task directory."""
+    data = Path(data)
+    root = data / "eval" if (data / "eval").is_dir() else data
+    roots = {IN_DOMAIN: root}
+    if (root / OUT_OF_DOMAIN).is_dir():
+        roots[OUT_OF_DOMAIN] = root / OUT_OF_DOMAIN
+    return roots
+
+
+def split_domain(name: str) -> tuple[str, str]:
+    """``"out_of_domain/retrieval"`` -> (``"out_of_domain"``, ``"retrieval"``); a bare task name is
+    in-domain."""
+    head, sep, rest = name.partition("/")
+    return (OUT_OF_DOMAIN, rest) if sep and head == OUT_OF_DOMAIN else (IN_DOMAIN, name)
+
+
+def by_domain(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{"in_domain": {task: metrics}, "out_of_domain": {task: metrics}}`` of flat results (a domain
+    without results is left out)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, metrics in results.items():
+        domain, task = split_domain(name)
+        out.setdefault(domain, {})[task] = metrics
+    return out
+
+
+def evaluate_domains(embedder, data: str | Path, evaluators: Iterable[Mapping[str, Any] | Any] | None = None,
+                     *, missing: str = "skip", batch_size: int | None = None, log=None) -> dict[str, dict]:
+    """:func:`evaluate_all` on the in-domain eval root and, when present, on its ``out_of_domain/``.
+
+    Out-of-domain results are named ``out_of_domain/<task>``; a task without out-of-domain data is
+    skipped there whatever ``missing`` says (``missing`` applies to the in-domain root). Every
+    result holds the model's metrics and BM25's on the same queries and documents.
+    """
+    specs = None if evaluators is None else list(evaluators)
+    roots = domain_roots(data)
+    results = evaluate_all(embedder, roots[IN_DOMAIN], specs, missing=missing, batch_size=batch_size, log=log)
+    if OUT_OF_DOMAIN in roots:
+        ood = evaluate_all(embedder, roots[OUT_OF_DOMAIN], specs, missing="skip", batch_size=batch_size,
+                           log=None if log is None else (lambda msg: log(f"{OUT_OF_DOMAIN}: {msg}")))
+        results.update({f"{OUT_OF_DOMAIN}/{name}": metrics for name, metrics in ood.items()})
+    return results
+
+
 def format_table(results: Mapping[str, Mapping[str, Any]], digits: int = 4) -> str:
     """A plain-text table: one block per task, rows ``metric  model  bm25  delta``.
 
     Aggregate metrics come before per-language ones (``lang/en/recall@20``); counts go in the task
-    heading. Missing BM25 values print as ``-``.
+    heading, and so does the domain when the results hold out-of-domain tasks (each in-domain
+    block is then followed by its out-of-domain one). Missing BM25 values print as ``-``.
     """
     rows: list[tuple[str, str, str, str]] = []
-    for task, metrics in results.items():
+    two = any(split_domain(name)[0] == OUT_OF_DOMAIN for name in results)
+    order = sorted(results, key=lambda name: (_first_index(results, split_domain(name)[1]),
+                                              DOMAINS.index(split_domain(name)[0])))
+    for name in order:
+        metrics = results[name]
+        domain, task = split_domain(name)
         counts = ", ".join(f"{k}={metrics[k]}" for k in metrics if is_count(k) and "/" not in k)
-        rows.append((f"{task}" + (f" ({counts})" if counts else ""), "", "", ""))
+        head = f"{task} [{domain}]" if two else task
+        rows.append((head + (f" ({counts})" if counts else ""), "", "", ""))
         names = [k for k in metrics if not k.startswith("bm25/") and not is_count(k)]
         names = [k for k in names if "/" not in k] + [k for k in names if "/" in k]
         for k in names:
@@ -85,6 +149,11 @@ def format_table(results: Mapping[str, Mapping[str, Any]], digits: int = 4) -> s
     out = [line(header), "  ".join("-" * w for w in widths)]
     out.extend(line(r) for r in rows)
     return "\n".join(out)
+
+
+def _first_index(results: Mapping[str, Any], task: str) -> int:
+    """Position of the first result of ``task`` (either domain), so blocks keep the evaluators' order."""
+    return next(i for i, name in enumerate(results) if split_domain(name)[1] == task)
 
 
 def _fmt(value: Any, digits: int, signed: bool = False) -> str:

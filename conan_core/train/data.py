@@ -24,7 +24,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 DEFAULT_DIRS = {"pretrain": ("text_shards", "pretrain"), "sft": ("pair_shards", "sft"),
                 "weak": ("pair_shards", "sft"), "supervised": ("pair_shards", "supervised"),
                 "sts": ("sts_shards", "sts")}

@@ -48,6 +48,42 @@ def read_parallel(path: str | Path) -> list[dict]:
     return rows
 
 
+class ParallelTable:
+    """English-pivot translation table shared by the data-backed translators.
+
+    ``add(lang, text, en)`` records one translation; ``translate(texts, src, tgt)`` looks each text
+    up: en→X through ``en``, X→en through ``text``, X→Y as X→en→Y; None when a step has no entry.
+    When one key has several translations the first added wins (deterministic for a fixed order).
+    """
+
+    def __init__(self, normalize: bool = True):
+        self.normalize = normalize
+        self._to: dict[tuple[str, str], str] = {}  # (lang, key of English) -> translation
+        self._from: dict[tuple[str, str], str] = {}  # (lang, key of translation) -> English
+
+    def add(self, lang: str, text: str, en: str) -> None:
+        """Record that ``text`` (in ``lang``) translates English ``en`` (first entry wins)."""
+        self._to.setdefault((lang, normalize_key(en, self.normalize)), text)
+        self._from.setdefault((lang, normalize_key(text, self.normalize)), en)
+
+    def __len__(self) -> int:
+        return len(self._to)
+
+    def languages(self) -> set[str]:
+        return {"en"} | {lang for lang, _ in self._to}
+
+    def one(self, text: str, src: str, tgt: str) -> str | None:
+        if src == tgt:
+            return text
+        en = text if src == "en" else self._from.get((src, normalize_key(text, self.normalize)))
+        if en is None or tgt == "en":
+            return en
+        return self._to.get((tgt, normalize_key(en, self.normalize)))
+
+    def translate(self, texts: list[str], src_lang: str, tgt_lang: str) -> list[str | None]:
+        return [self.one(t, src_lang, tgt_lang) for t in texts]
+
+
 class LookupTranslator(Translator):
     """Translate by looking texts up in parallel data ``{"lang", "text", "en"}``.
 
@@ -63,8 +99,7 @@ class LookupTranslator(Translator):
 
     def __init__(self, config: Config, *, rows: Iterable[Mapping[str, str]] | None = None, **runtime):
         self.config = config
-        self._to: dict[tuple[str, str], str] = {}  # (lang, key of English) -> translation
-        self._from: dict[tuple[str, str], str] = {}  # (lang, key of translation) -> English
+        self.table = ParallelTable(config.normalize)
         for row in (read_parallel(config.path) if rows is None else rows):
             self.add(row["lang"], row["text"], row["en"])
 
@@ -81,22 +116,11 @@ class LookupTranslator(Translator):
 
     def add(self, lang: str, text: str, en: str) -> None:
         """Record that ``text`` (in ``lang``) translates English ``en`` (first entry wins)."""
-        norm = self.config.normalize
-        self._to.setdefault((lang, normalize_key(en, norm)), text)
-        self._from.setdefault((lang, normalize_key(text, norm)), en)
+        self.table.add(lang, text, en)
 
     def languages(self) -> set[str]:
-        return {"en"} | {lang for lang, _ in self._to}
-
-    def _one(self, text: str, src: str, tgt: str) -> str | None:
-        norm = self.config.normalize
-        if src == tgt:
-            return text
-        en = text if src == "en" else self._from.get((src, normalize_key(text, norm)))
-        if en is None or tgt == "en":
-            return en
-        return self._to.get((tgt, normalize_key(en, norm)))
+        return self.table.languages()
 
     def translate(self, texts: list[str], src_lang: str, tgt_lang: str) -> list[str | None]:
         """One entry per text: its translation into ``tgt_lang``, or None when unknown."""
-        return [self._one(t, src_lang, tgt_lang) for t in texts]
+        return self.table.translate(texts, src_lang, tgt_lang)

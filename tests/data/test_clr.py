@@ -132,7 +132,7 @@ def test_build_clr_errors(tmp_path):
     write_shards(_samples(3), tmp_path / "pairs", kind="pairs")
     with pytest.raises(CLRError, match="no samples with task"):
         build_clr(tmp_path / "pairs", tmp_path / "p.jsonl", None, tmp_path / "o", tasks=("nothing",))
-    with pytest.raises(CLRError, match="parallel JSONL path or a Translator"):
+    with pytest.raises(CLRError, match="parallel JSONL path, a translator spec dict or a Translator"):
         build_clr(tmp_path / "pairs", 42, None, tmp_path / "o")
 
 
@@ -152,3 +152,97 @@ def test_cli(tmp_path, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "wrote 50 CLR pairs" in out and json.loads(out.splitlines()[-1]) == {"de": 50.0, "en": 50.0}
+
+
+def _no_lang(n: int) -> list[dict]:
+    return [{k: v for k, v in s.items() if k != "lang"} for s in _samples(n)]
+
+
+def _german(tmp_path, n: int):
+    parallel = tmp_path / "p.jsonl"
+    parallel.write_text("\n".join(json.dumps({"lang": "de", "text": f"Frage {i}", "en": f"question {i}"})
+                                  for i in range(n)) + "\n")
+    return parallel
+
+
+def test_pairs_without_language_are_an_error_naming_file_and_line(tmp_path):
+    parallel = _german(tmp_path, 5)
+    pairs = tmp_path / "pairs.jsonl"
+    rows = _samples(2) + _no_lang(3)
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CLRError, match=rf"{pairs}:3: pair has no query language .*3 of 5 pairs.*--src-lang"):
+        build_clr(pairs, parallel, {"de": 1}, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    # the shard writer stores a missing lang as "und", which is no language either
+    write_shards(_no_lang(4), tmp_path / "shards", kind="pairs")
+    with pytest.raises(CLRError, match=r"shard-00000\.tar \(sample s000000000\): pair has no query language"):
+        build_clr(tmp_path / "shards", parallel, {"de": 1}, tmp_path / "o")
+    with pytest.raises(CLRError, match=r"sample 0 \(id 'r0'\) has no language"):
+        assign_clr(_no_lang(2), _translator(2), {"de": 1})
+
+
+def test_src_lang_states_the_language_of_pairs_without_one(tmp_path):
+    parallel = _german(tmp_path, 5)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in _no_lang(5)))
+    summary = build_clr(pairs, parallel, {"de": 1}, tmp_path / "o", src_lang="en")
+    from conan_core.data.clr import read_pairs
+
+    out = list(read_pairs(tmp_path / "o"))
+    assert summary["counts"] == {"de": 5} and summary["kept_source"] == 0
+    assert sorted(s["query"] for s in out) == [f"Frage {i}" for i in range(5)]
+    assert {s["src_lang"] for s in out} == {"en"}
+
+
+def test_bad_jsonl_pair_names_file_and_line(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(_samples(1)[0]) + "\n" + json.dumps({"query": "q"}) + "\n")
+    with pytest.raises(CLRError, match=rf"{pairs}:2: missing required field"):
+        build_clr(pairs, _german(tmp_path, 1), {"de": 1}, tmp_path / "o")
+    with pytest.raises(CLRError, match="no such retrieval set"):
+        build_clr(tmp_path / "absent", _german(tmp_path, 1), {"de": 1}, tmp_path / "o")
+
+
+def test_cli_exits_non_zero_naming_file_and_line_for_pairs_without_lang(tmp_path):
+    import subprocess
+    import sys
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in _samples(1) + _no_lang(2)))
+    cmd = [sys.executable, "-m", "conan_core.cli", "data", "clr", "--retrieval", str(pairs),
+           "--translations", str(_german(tmp_path, 3)), "--langs", "de:1", "--out", str(tmp_path / "o")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert f"{pairs}:2: pair has no query language" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run(cmd + ["--src-lang", "en"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "wrote 3 CLR pairs" in res.stdout
+
+
+def test_cli_with_the_gettext_translator(tmp_path, capsys):
+    import argparse
+
+    from conan_core.commands.data_demo import add_data_commands
+
+    pairs = tmp_path / "pairs.jsonl"
+    queries = ["Enter a valid email address.", "Log out", "Change password"]
+    pairs.write_text("".join(json.dumps({"query": q, "pos": f"doc {i}", "neg": [], "lang": "en", "task": "retrieval"})
+                             + "\n" for i, q in enumerate(queries)))
+    parser = argparse.ArgumentParser()
+    add_data_commands(parser.add_subparsers(dest="data_command"))
+    spec = json.dumps({"type": "gettext", "include": ["django/conf", "django/contrib/admin", "django/contrib/auth"],
+                       "languages": ["de"]})
+    args = parser.parse_args(["clr", "--retrieval", str(pairs), "--translator", spec, "--langs", "de:1",
+                              "--out", str(tmp_path / "o")])
+    assert args.func(args) == 0
+    from conan_core.data.clr import read_pairs
+    from conan_core.translators.gettext import GettextTranslator
+
+    out = {s["pos"]: s for s in read_pairs(tmp_path / "o")}
+    expected = GettextTranslator(GettextTranslator.Config(languages=["de"])).translate(queries, "en", "de")
+    assert all(expected) and [out[f"doc {i}"]["query"] for i in range(3)] == expected
+    assert {s["lang"] for s in out.values()} == {"de"}
+    for bad in ('{"packages": ["django"]}', "{not json"):
+        args = parser.parse_args(["clr", "--retrieval", str(pairs), "--translator", bad, "--out", str(tmp_path / "x")])
+        with pytest.raises(CLRError, match="--translator"):
+            args.func(args)
