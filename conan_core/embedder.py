@@ -38,8 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from conan_core.data.text import INSTRUCT, PASSAGE, QUERY, format_query  # noqa: F401  (re-exported)
 from conan_core.errors import ConanError
-from conan_core.tokenizer.text import INSTRUCT, PASSAGE, QUERY, format_query  # noqa: F401  (re-exported)
 
 #: Stages that can provide an embedder, most trained first (Embedder.load on a run picks the first done).
 STAGE_ORDER = ("supervised", "weak", "sft", "pretrain")
@@ -330,7 +330,7 @@ class Embedder:
         """Token ids per text (``<s> ... </s>``, at most ``max_length``) and, per text, how many
         leading tokens belong to the instruction (``<s>``, ``<instruct>``, the instruction and
         ``<query>``; 0 without an instruction). Truncation keeps the start of the sequence."""
-        from conan_core.tokenizer import clean_text
+        from conan_core.data.text import clean_text
 
         inputs = [format_query(clean_text(t), instruction) for t in texts]
         enc = self.tokenizer(inputs, add_special_tokens=True, truncation=True, max_length=self.max_length,

@@ -112,6 +112,7 @@ def write_report(cfg: RunConfig, run_dir: Path, summary: dict) -> Path:
                   "sources no training split holds (see the data's demo_summary.json, `held_out`). BM25 runs on "
                   "the same queries and documents.", ""]
     lines += ["```", full, "```", ""]
+    lines += mine_section(metrics.get("mine") or {})
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -260,3 +261,29 @@ def _save(fig, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def mine_section(mine: dict) -> list[str]:
+    """``report.md`` lines on the hard negatives the supervised stage started with (empty when the
+    run mined nothing)."""
+    if not mine.get("mean_negative_rank"):
+        return []
+    hist = mine.get("score_gap_hist") or {}
+    edges, counts = hist.get("edges") or [], hist.get("counts") or []
+    busy = [(edges[i], edges[i + 1], c) for i, c in enumerate(counts) if c]
+    lines = ["## Hard negatives", "",
+             f"- pool: {mine.get('queries')} queries over {mine.get('corpus')} documents, top {mine.get('top_k')}, "
+             f"encoded with the {mine.get('encoder')} model",
+             f"- mean 1-based pool rank of every example's first negatives: {mine['mean_negative_rank']:.2f} "
+             f"(median {mine.get('median_negative_rank')}; ranks 1-10 are never used)"]
+    if mine.get("first_step_mean_negative_rank") is not None:
+        lines.append(f"- mean rank of the negatives used in the supervised stage's first step: "
+                     f"{mine['first_step_mean_negative_rank']:.2f}")
+    lines.append(f"- score-filter fallback: {mine.get('fallback_fraction', 0.0):.3f} of the examples; excluded as "
+                 f"equal to a positive: {mine.get('excluded_false_negatives', 0)}, by score filters: "
+                 f"{mine.get('excluded_by_margin', 0)}")
+    if mine.get("mean_score_gap") is not None:
+        lines.append(f"- positive − negative score: mean {mine['mean_score_gap']:.3f}; histogram "
+                     + ", ".join(f"[{lo:+.1f}, {hi:+.1f}): {c}" for lo, hi, c in busy))
+    return lines + [""]
+

@@ -41,7 +41,7 @@ def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int,
     Same contract as :meth:`conan_core.Embedder.tokenize`: ``<s> ... </s>`` from the tokenizer,
     truncated to ``max_length`` keeping the start.
     """
-    from conan_core.tokenizer import QUERY, clean_text, format_query
+    from conan_core.data.text import QUERY, clean_text, format_query
 
     inputs = [format_query(clean_text(t), instruction) for t in texts]
     enc = tokenizer(inputs, add_special_tokens=True, truncation=True, max_length=max_length,
@@ -62,7 +62,7 @@ class DocTokenizer:
         self.field = field
 
     def __call__(self, sample: dict) -> dict:
-        from conan_core.tokenizer import clean_text
+        from conan_core.data.text import clean_text
 
         ids = self.tokenizer(clean_text(sample[self.field]), add_special_tokens=True,
                              return_attention_mask=False)["input_ids"]
@@ -76,7 +76,7 @@ class SFTTokenizer:
         self.tokenizer = tokenizer
 
     def __call__(self, sample: dict) -> dict:
-        from conan_core.tokenizer import clean_text
+        from conan_core.data.text import clean_text
 
         tok = self.tokenizer
         prompt = tok(clean_text(sample["query"]), add_special_tokens=False, return_attention_mask=False)["input_ids"]

@@ -19,21 +19,19 @@ import random
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from conan_core.data.text import (  # noqa: F401  (this module's API: the text conventions)
+    BOS,
+    EOS,
+    INSTRUCT,
+    MARKERS,
+    PAD,
+    PASSAGE,
+    QUERY,
+    UNK,
+    clean_text,
+    format_query,
+)
 from conan_core.errors import DataError
-
-#: Control tokens, ids 0..3 in every conan tokenizer.
-PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
-#: Markers for prompt templates; ids 4..6, matched wherever they occur in input text.
-INSTRUCT, QUERY, PASSAGE = "<instruct>", "<query>", "<passage>"
-MARKERS = (INSTRUCT, QUERY, PASSAGE)
-
-
-def format_query(text: str, instruction: str | None) -> str:
-    """The model input of a query: ``"<instruct>{instruction}<query>{text}"``, or ``text`` when the
-    instruction is empty or None (no markers, as for documents)."""
-    if not instruction:
-        return text
-    return f"{INSTRUCT}{instruction}{QUERY}{text}"
 
 #: Sample fields read from JSONL lines and shard samples, in this order.
 TEXT_FIELDS = ("text", "query", "pos")
@@ -41,18 +39,6 @@ TEXT_FIELDS = ("text", "query", "pos")
 
 class TokenizerDataError(DataError):
     """An input of tokenizer training is missing or unreadable (the message names the path)."""
-
-
-def clean_text(text: str) -> str:
-    """``text`` as valid Unicode: surrogate pairs joined, lone surrogates → U+FFFD; nothing else changes.
-
-    Idempotent; a string without surrogates is returned unchanged (same object).
-    """
-    if not any("\ud800" <= ch <= "\udfff" for ch in text):
-        return text
-    # UTF-16 with surrogatepass re-pairs well-formed high/low pairs; the decode then replaces
-    # each unpaired surrogate's two bytes with one U+FFFD.
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def split_long(text: str, max_chars: int) -> list[str]:
