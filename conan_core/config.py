@@ -70,6 +70,11 @@ class StageConfig(Section):
     log_every: int = Field(10, gt=0)
     optimizer: dict[str, Any] = component_field("optimizers", "adamw")
     source: dict[str, Any] | None = component_field("sources", None, description="defaults to the demo data of the stage")
+    compile: bool = Field(False, description="compile each decoder block with torch.compile (conan backbone; "
+                          "conan_core.model.compile.compile_blocks): same numbers to float32 rounding, faster steps "
+                          "after a one-off compilation")
+    compile_backend: Literal["inductor", "aot_eager"] = Field(
+        "inductor", description="torch.compile backend of compile: true (aot_eager: no code generation, for checks)")
     mask: dict[str, Any] = component_field("masks", "causal")
 
     @field_validator("steps")

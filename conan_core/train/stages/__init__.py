@@ -110,6 +110,8 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
     ctx = StageContext(cfg=cfg, stage=stage, run_dir=run_dir, env=env, tokenizer=tokenizer,
                        allow_data_change=allow_data_change, progress=progress)
     model = start_model(ctx)
+    if stage_cfg.compile:
+        _compile(model, stage, stage_cfg.compile_backend)
     components = build_stage(cfg, stage, hidden_size(model))
     plan = _wirings()[stage](ctx, model, components)
     # training randomness starts from the same state whatever the preparation consumed
@@ -135,6 +137,23 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
         write_json_atomic(done, summary)
     D.barrier(env)
     return summary
+
+
+def _compile(model: Any, stage: str, backend: str) -> None:
+    """``<stage>.compile: true``: compile every decoder block in place (the weights, their names and
+    the checkpoints are unchanged, so resume and ``final/`` work as without)."""
+    import torch
+
+    from conan_core.model.compile import compile_blocks
+
+    target = getattr(model, "hf", model)  # an hf backbone's wrapper holds the transformers model
+    try:
+        compile_blocks(target, backend=backend)
+    except ConanError as exc:
+        raise ConanError(f"{stage}.compile: {exc}; set {stage}.compile: false for this backbone") from None
+    # causal, soft (bias) and bidirectional kernel paths, padded or not, each compile once: more
+    # variants than torch's default limit of 8 per code object
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
 
 __all__ = ["run_stage", "STAGES"]
