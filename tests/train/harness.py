@@ -102,8 +102,8 @@ STAGE_OVERRIDES = [
     "pretrain.steps=40", "pretrain.batch_size=4", "pretrain.max_length=64", "pretrain.lr=3e-3",
     "pretrain.checkpoint_every=20", "pretrain.log_every=5",
     "sft.steps=30", "sft.batch_size=8", "sft.max_length=64", "sft.lr=2e-3", "sft.checkpoint_every=15",
-    "weak.steps=30", "weak.batch_size=8", "weak.max_length=48", "weak.lr=1e-3", "weak.checkpoint_every=15",
-    "supervised.steps=30", "supervised.batch_size=4", "supervised.max_length=48", "supervised.lr=5e-4",
+    "weak.steps=60", "weak.batch_size=8", "weak.max_length=48", "weak.lr=3e-3", "weak.checkpoint_every=15",
+    "supervised.steps=30", "supervised.batch_size=8", "supervised.max_length=48", "supervised.lr=1e-3",
     "supervised.checkpoint_every=10", "supervised.sts_every=5", "supervised.sts_batch_size=8",
     "supervised.loss.dims=[16, 32]",
 ]
