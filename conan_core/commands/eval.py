@@ -102,41 +102,133 @@ def cmd_eval(args) -> int:
     return 0
 
 
+class EncodeInputError(ConanError):
+    """``conan encode``'s input file is missing or unreadable (the message names the file and line)."""
+
+    exit_code = 3
+
+
+class OutputPathError(ConanError):
+    """An output path that cannot be written (the message names the path and the reason)."""
+
+    exit_code = 4
+
+
 def read_texts(path: Path, field: str = "text") -> list[str]:
     """Texts of a .txt file (one per line, line ends stripped) or a .jsonl file (``field`` of each
-    line); a bad line raises with file and line number."""
+    line). A missing file, a line that is not UTF-8, or a JSONL line without the field raises
+    :class:`EncodeInputError` naming the file and the 1-based line number."""
     if not path.is_file():
-        raise ConanError(f"{path}: input file not found")
-    if path.suffix not in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as fh:
-            return [line.rstrip("\r\n") for line in fh]
-    from conan_core.jsonl import iter_jsonl
+        raise EncodeInputError(f"{path}: input file not found (expected a .txt file with one text per line "
+                               "or a .jsonl file)")
+    try:
+        if path.suffix not in (".jsonl", ".json"):
+            return _read_txt(path)
+        return _read_jsonl(path, field)
+    except OSError as exc:
+        raise EncodeInputError(f"{path}: cannot read the input file ({exc.strerror or exc})") from None
 
+
+def _read_txt(path: Path) -> list[str]:
     texts = []
-    for lineno, obj in iter_jsonl(path):
-        if isinstance(obj, str):
-            texts.append(obj)
-        elif isinstance(obj, dict) and isinstance(obj.get(field), str):
-            texts.append(obj[field])
-        else:
-            raise ConanError(f"{path}:{lineno}: expected an object with a string field {field!r} "
-                             "(use --field to pick another)")
+    # bytes per line, decoded one by one: a decoding error then knows its line (a text-mode read
+    # only reports a byte offset into a buffered chunk)
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            texts.append(_decode_line(path, lineno, raw).rstrip("\r\n"))
     return texts
 
 
-def cmd_encode(args) -> int:
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    import json
+
+    texts = []
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = _decode_line(path, lineno, raw)
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EncodeInputError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if isinstance(obj, str):
+                texts.append(obj)
+            elif isinstance(obj, dict) and isinstance(obj.get(field), str):
+                texts.append(obj[field])
+            else:
+                raise EncodeInputError(f"{path}:{lineno}: expected an object with a string field {field!r} "
+                                       "(use --field to pick another)")
+    return texts
+
+
+def _decode_line(path: Path, lineno: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start:exc.end]
+        raise EncodeInputError(
+            f"{path}:{lineno}: not valid UTF-8 (byte {bad[:4].hex(' ')} at column {exc.start + 1}); "
+            "convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`) or fix that line") from None
+
+
+def _npy_path(out: Path) -> Path:
+    """``out`` with numpy's rule: a name without ``.npy`` gets it appended. A directory is refused
+    (numpy would write a ``DIR.npy`` beside it)."""
+    if out.is_dir():
+        raise OutputPathError(f"{out}: --out is a directory; give a file name such as {out / 'emb.npy'}")
+    return out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
+
+
+def _open_output(out: Path):
+    """A temporary file beside ``out``, opened for writing now (so an unwritable path fails before
+    the encoding work rather than after it, and a failed run leaves no half-written ``out``);
+    :func:`_commit_output` renames it onto ``out``. Created with mode 0666 minus the umask, like
+    any file the user writes."""
+    import os
+
+    if out.is_dir():
+        raise OutputPathError(f"{out}: --out is a directory; give a file name such as {out / 'emb.npy'}")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return open(tmp, "wb")  # noqa: SIM115  (closed by _commit_output or cmd_encode)
+    except OSError as exc:
+        raise OutputPathError(f"{out}: cannot write the output ({exc.strerror or exc}); choose a writable "
+                              "--out path or fix the directory's permissions") from None
+
+
+def _commit_output(tmp, out: Path, array) -> None:
+    import os
+
     import numpy as np
 
+    try:
+        with tmp:
+            np.save(tmp, array)
+        os.replace(tmp.name, out)
+    except OSError as exc:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise OutputPathError(f"{out}: writing the output failed ({exc.strerror or exc}); check free space "
+                              "and permissions of that directory") from None
+
+
+def cmd_encode(args) -> int:
     from conan_core.embedder import Embedder
 
     texts = read_texts(Path(args.input), args.field)
-    embedder = Embedder.load(args.run, device=args.device)
-    instruction = embedder.query_instruction if args.query else args.instruction
-    emb = embedder.encode(texts, batch_size=args.batch_size, instruction=instruction, dim=args.dim,
-                          normalize=False if args.no_normalize else None)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, emb)
+    out = _npy_path(Path(args.out))
+    tmp = _open_output(out)
+    try:
+        embedder = Embedder.load(args.run, device=args.device)
+        instruction = embedder.query_instruction if args.query else args.instruction
+        emb = embedder.encode(texts, batch_size=args.batch_size, instruction=instruction, dim=args.dim,
+                              normalize=False if args.no_normalize else None)
+    except BaseException:
+        tmp.close()
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    _commit_output(tmp, out, emb)
     print(f"wrote {out}: {emb.shape[0]} x {emb.shape[1]} float32", file=sys.stderr)
     return 0
 
