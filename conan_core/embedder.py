@@ -514,6 +514,35 @@ class Embedder:
         kwargs.setdefault("instruction", None)
         return self.encode(texts, **kwargs)
 
+    def fingerprint(self) -> str:
+        """sha256 (hex) of everything that decides the embeddings: the backbone's and the pooler's
+        tensors (names, dtypes, shapes, bytes, as they are now in memory), ``embedder.json``'s
+        settings and the tokenizer. Two embedders with equal fingerprints encode identically on the
+        same device; a retrained, re-cast (bf16 / fp32) or differently configured one differs.
+        Cost: one pass over the weights (about a second per GB)."""
+        import hashlib
+
+        import torch
+
+        digest = hashlib.sha256()
+        for prefix, module in (("model.", self.model), ("pooler.", self.pooler)):
+            for name, tensor in sorted(module.state_dict().items()):
+                data = tensor.detach().to("cpu").contiguous().reshape(-1)
+                digest.update(f"{prefix}{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(data.view(torch.uint8).numpy().tobytes())
+        digest.update(json.dumps(self.settings.to_dict(), sort_keys=True).encode())
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # the fast tokenizer's JSON (vocab, merges, normalizer, special tokens) without its
+            # truncation / padding state, which every tokenizer call rewrites
+            spec = json.loads(backend.to_str())
+            spec.pop("truncation", None)
+            spec.pop("padding", None)
+        else:  # a slow tokenizer is identified by its vocabulary
+            spec = self.tokenizer.get_vocab()
+        digest.update(json.dumps(spec, sort_keys=True).encode())
+        return digest.hexdigest()
+
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix [len(a), len(b)] (float32) of two embedding arrays."""
         a = np.asarray(a, np.float32)

@@ -173,7 +173,8 @@ def test_evaluators_and_mteb_on_a_real_embedder(embedder, tmp_path):
     old = model.encode(SENTENCES, task_name="T", prompt_type="passage")
     np.testing.assert_allclose(old, embedder.encode_corpus(SENTENCES), atol=1e-6)
     assert MTEBEncoder(embedder, dim=8).encode(SENTENCES, task_name="T").shape == (len(SENTENCES), 8)
-    assert model.metadata()["embed_dim"] == embedder.dim and model.metadata()["mrl_dims"] == [8, 16, 32]
+    assert model.metadata()["embed_dim"] == [8, 16, 32] == model.metadata()["mrl_dims"]  # MRL: the range
+    assert model.metadata()["revision"] == embedder.fingerprint()[:12]
 
 
 def test_cli_encode_and_eval(run_dir, embedder, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 * ``conan eval RUN [--data DIR] [--task retrieval,sts ...]`` prints model-vs-BM25 metrics and
   writes ``RUN/eval/metrics.json`` (tasks evaluated now replace their old entries);
+  ``conan eval RUN --mteb TASK ...`` runs mteb instead (local files or already cached tasks);
 * ``conan encode RUN --input FILE --out FILE.npy`` embeds a text / JSONL file;
 * ``conan export RUN [--out DIR]`` writes a transformers + sentence-transformers directory.
 
@@ -27,6 +28,18 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="texts per encode call")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--out", help="metrics.json to write (default: RUN/eval/metrics.json for a run directory)")
+    p.add_argument("--mteb", action="append", default=[], metavar="TASK",
+                   help="run mteb instead of the built-in evaluators (repeatable): an mteb task name whose data "
+                        "is already in the local Hugging Face cache (nothing is downloaded), or a local retrieval "
+                        "directory (queries/corpus/qrels.jsonl) or sts.jsonl file; needs conan-core[mteb]")
+    p.add_argument("--mteb-cache", default=None, metavar="DIR",
+                   help="mteb result cache (default: RUN/eval/mteb for a run directory, else mteb's own "
+                        "cache, $MTEB_CACHE or ~/.cache/mteb); results go to DIR/results/<model>/<revision>/")
+    p.add_argument("--mteb-overwrite", action="store_true",
+                   help="re-evaluate even when the cache holds this model revision's results")
+    p.add_argument("--language", action="append", default=None, metavar="CODE",
+                   help="a language the model is meant for, ISO 639-3 + script (eng-Latn); recorded in mteb's "
+                        "model metadata (repeatable)")
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("encode", help="embed the texts of a file into a .npy array")
@@ -79,6 +92,8 @@ def cmd_eval(args) -> int:
     from conan_core.eval.report import evaluate_all, format_table, read_metrics, write_metrics
 
     run = Path(args.run)
+    if args.mteb:
+        return _eval_mteb(args, run)
     cfg = _run_config(run)
     if args.data:
         data = Path(args.data)
@@ -112,6 +127,48 @@ class OutputPathError(ConanError):
     """An output path that cannot be written (the message names the path and the reason)."""
 
     exit_code = 4
+
+
+def _eval_mteb(args, run: Path) -> int:
+    """``conan eval RUN --mteb TASK ...``: mteb on local or already cached tasks; prints one row per
+    task split and subset with its main score."""
+    from conan_core.embedder import Embedder
+    from conan_core.eval.mteb import MTEBEncoder, require_mteb, resolve_tasks
+
+    mteb = require_mteb()
+    tasks = resolve_tasks(args.mteb)  # every task's data before any model work: absent data fails fast
+    embedder = Embedder.load(run, device=args.device)
+    model = MTEBEncoder(embedder, batch_size=args.batch_size or 32, languages=args.language)
+    meta = model.mteb_model_meta
+    if args.mteb_cache:
+        cache_dir = Path(args.mteb_cache)
+    elif (run / "config.yaml").is_file():
+        cache_dir = run / "eval" / "mteb"
+    else:
+        cache_dir = None
+    cache = mteb.ResultCache(cache_path=cache_dir) if cache_dir is not None else mteb.ResultCache()
+    print(f"mteb: {meta.name} revision {meta.revision} on {len(tasks)} task(s); results in {cache.cache_path}",
+          file=sys.stderr)
+    result = mteb.evaluate(model, tasks, cache=cache, overwrite_strategy="always" if args.mteb_overwrite else "only-missing",
+                           encode_kwargs={"batch_size": args.batch_size or 32}, show_progress_bar=sys.stderr.isatty())
+    print(format_mteb_results(result, {t.metadata.name: t.metadata.main_score for t in tasks}))
+    for task in tasks:
+        print(f"wrote {cache.get_task_result_path(task.metadata.name, meta)}", file=sys.stderr)
+    return 0
+
+
+def format_mteb_results(result, main_scores: dict[str, str] | None = None) -> str:
+    """A plain table of an ``mteb.ModelResult``: task, split, subset, main score name (from
+    ``main_scores``: task name -> the task's ``metadata.main_score``) and value."""
+    rows = [("task", "split", "subset", "main score", "value")]
+    for task_result in result.task_results:
+        for split, entries in task_result.scores.items():
+            for entry in entries:
+                name = (main_scores or {}).get(task_result.task_name, "main_score")
+                rows.append((task_result.task_name, split, str(entry.get("hf_subset", "default")), name,
+                             f"{entry['main_score']:.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def read_texts(path: Path, field: str = "text") -> list[str]:
