@@ -461,8 +461,6 @@ def resolve_tasks(specs: Sequence[str], *, languages: Sequence[str] = ("und-Zyyy
     under :func:`hub_offline`). Unknown names raise :class:`MTEBError` with close matches; absent
     data raises :class:`MTEBDataMissingError` naming the task and its dataset."""
     mteb = require_mteb()
-    from conan_core.errors import close_matches
-
     tasks = []
     for spec in specs:
         if Path(spec).exists():
@@ -470,12 +468,10 @@ def resolve_tasks(specs: Sequence[str], *, languages: Sequence[str] = ("und-Zyyy
             continue
         try:
             task = mteb.get_task(spec)
-        except (KeyError, ValueError):
-            names = [t.metadata.name for t in mteb.get_tasks()]
-            hint = close_matches(spec, names)
-            raise MTEBError(f"--mteb {spec!r}: neither an existing path nor an mteb task name"
-                            + (f"; did you mean {', '.join(hint)}?" if hint else "")
-                            + " (`python -c \"import mteb; print(mteb.get_tasks())\"` lists the tasks)") from None
+        except (KeyError, ValueError) as exc:  # mteb's message carries its own "did you mean"
+            hint = str(exc.args[0] if exc.args else exc).strip()
+            raise MTEBError(f"--mteb {spec!r}: neither an existing path nor an mteb task name ({hint}); "
+                            "`python -c \"import mteb; print(mteb.get_tasks())\"` lists the tasks") from None
         dataset = task.metadata.dataset
         with hub_offline():
             try:

@@ -275,8 +275,9 @@ def test_cli_eval_mteb(two_runs, tmp_path, capsys, monkeypatch):
     meta = (saved[0].parent / "model_meta.json").read_text()
     assert '"eng-Latn"' in meta
 
-    assert main(["eval", str(run_a), "--mteb", "NoSuchTaskAnywhere", "--mteb-cache", str(cache)]) == 1
-    assert "neither an existing path nor an mteb task name" in capsys.readouterr().err
+    assert main(["eval", str(run_a), "--mteb", "STSBenchmrk", "--mteb-cache", str(cache)]) == 1
+    err = capsys.readouterr().err
+    assert "neither an existing path nor an mteb task name" in err and "'STSBenchmark'" in err
     # a real mteb task whose data is not on this machine: a named error, and no download attempt
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_hub"))
