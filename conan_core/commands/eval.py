@@ -149,7 +149,8 @@ def _eval_mteb(args, run: Path) -> int:
     cache = mteb.ResultCache(cache_path=cache_dir) if cache_dir is not None else mteb.ResultCache()
     print(f"mteb: {meta.name} revision {meta.revision} on {len(tasks)} task(s); results in {cache.cache_path}",
           file=sys.stderr)
-    result = mteb.evaluate(model, tasks, cache=cache, overwrite_strategy="always" if args.mteb_overwrite else "only-missing",
+    result = mteb.evaluate(model, tasks, cache=cache,
+                           overwrite_strategy="always" if args.mteb_overwrite else "only-missing",
                            encode_kwargs={"batch_size": args.batch_size or 32}, show_progress_bar=sys.stderr.isatty())
     print(format_mteb_results(result, {t.metadata.name: t.metadata.main_score for t in tasks}))
     for task in tasks:

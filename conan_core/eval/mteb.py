@@ -238,14 +238,17 @@ class MTEBEncoder:
 
     # -- metadata
     def model_revision(self) -> str:
-        """``revision`` if given, else the first 12 hex digits of the embedder's ``fingerprint()``."""
+        """``revision`` if given, else the first 12 hex digits of the embedder's ``fingerprint()``,
+        computed on first use and kept: an MTEBEncoder stands for the weights it first saw, so wrap
+        the embedder anew after changing them (a run retrained in place gets a new revision)."""
         if self.revision:
             return self.revision
         fingerprint = getattr(self.embedder, "fingerprint", None)
         if fingerprint is None:
             raise MTEBError(f"{type(self.embedder).__name__} has no fingerprint(); pass MTEBEncoder(..., "
                             "revision=...) so that mteb can tell versions of this encoder apart")
-        return str(fingerprint())[:12]
+        self.revision = str(fingerprint())[:12]
+        return self.revision
 
     def metadata(self) -> dict[str, Any]:
         """Model facts mteb records (name, revision, languages, embed dims incl. MRL, max tokens,

@@ -172,7 +172,8 @@ def write_local_tasks(root, sentences):
     docs = [s for s in sentences if s.strip()]
     ret = root / "retrieval"
     ret.mkdir(parents=True)
-    (ret / "corpus.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    (ret / "corpus.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                                              for i, t in enumerate(docs)))
     (ret / "queries.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "text": t[:15]}) + "\n"
                                                for i, t in enumerate(docs)))
     (ret / "qrels.jsonl").write_text("".join(json.dumps({"qid": f"q{i}", "doc_id": f"d{i}", "score": 1}) + "\n"
