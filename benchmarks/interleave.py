@@ -61,14 +61,16 @@ class Rounds:
         return {name: statistics.median(ts) for name, ts in self.times.items()}
 
 
-def interleave(fns: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int = 1, inner: int = 1,
-               reduce: str = "mean", clock: str = "cpu") -> Rounds:
+def interleave(fns: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int = 1,
+               inner: int | Mapping[str, int] = 1, reduce: str = "mean", clock: str = "cpu") -> Rounds:
     """Time ``fns`` in ``rounds`` interleaved ABBA rounds after ``warmup`` unrecorded ones.
 
-    ``inner`` calls per function and round. ``reduce="mean"`` times them together and stores the
-    time per call (for calls too short to time alone); ``"min"`` times each call and stores the
-    fastest: another process can only ever add time, so for calls of a few milliseconds the
-    minimum of a round is the least disturbed estimate.
+    ``inner`` calls per function and round (one number, or one per function name: a cheap noisy
+    side can take the fastest of several calls next to an expensive steady one).
+    ``reduce="mean"`` times them together and stores the time per call (for calls too short to
+    time alone); ``"min"`` times each call and stores the fastest: another process can only ever
+    add time, so for calls of a few milliseconds the minimum of a round is the least disturbed
+    estimate.
 
     Python's cyclic garbage collector is off while timing and runs between rounds (as ``timeit``
     does): a collection triggered by one function's allocations would otherwise land in whichever
@@ -86,10 +88,11 @@ def interleave(fns: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int
         raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     now = CLOCKS[clock]
     names = list(fns)
+    calls = {name: int(inner[name] if isinstance(inner, Mapping) else inner) for name in names}
     out = Rounds({name: [] for name in names})
     for _ in range(warmup):
         for name in names:
-            for _ in range(inner):
+            for _ in range(calls[name]):
                 fns[name]()
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -97,7 +100,7 @@ def interleave(fns: Mapping[str, Callable[[], Any]], *, rounds: int, warmup: int
         for r in range(rounds):
             gc.collect()
             for name in (names if r % 2 == 0 else names[::-1]):
-                out.times[name].append(_time(fns[name], inner, reduce, now))
+                out.times[name].append(_time(fns[name], calls[name], reduce, now))
     finally:
         if gc_was_enabled:
             gc.enable()

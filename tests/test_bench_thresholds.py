@@ -64,6 +64,9 @@ def test_interleave_runs_abba_rounds_after_warmup():
     calls.clear()
     interleave.interleave(fns, rounds=2, warmup=0, inner=3, reduce="min", clock="wall")
     assert calls == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+    calls.clear()
+    interleave.interleave(fns, rounds=1, warmup=0, inner={"a": 2, "b": 1}, reduce="min")
+    assert calls == ["a", "a", "b"]
     assert gc.isenabled()  # the collector is back on after timing
     with pytest.raises(ValueError, match="clock"):
         interleave.interleave(fns, rounds=1, clock="sundial")
