@@ -1,7 +1,9 @@
 # make demo  : set up .venv, then run the whole recipe on the tiny preset (CPU, bundled real data)
 # make test  : set up .venv, then run the test suite
 # make bench : set up .venv, run the benchmarks (short mode; CONAN_BENCH_FULL=1 for full sizes) and
-#              check their ratios against benchmarks/thresholds.json
+#              check their ratios against benchmarks/thresholds.json; SUITE=attention (or
+#              SUITE=attention,norms) runs only benchmarks/test_<suite>.py, and the check then
+#              reports the other suites' ratios as "not run"
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,9 +33,17 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
+comma := ,
+SUITE ?=
+BENCH_SUITES := $(patsubst benchmarks/test_%.py,%,$(wildcard benchmarks/test_*.py))
+BENCH_FILES := $(if $(strip $(SUITE)),$(patsubst %,benchmarks/test_%.py,$(subst $(comma), ,$(SUITE))),benchmarks)
+
+# One thread per process and CPU-time rounds (benchmarks/interleave.py) keep the ratios steady on a
+# shared machine; TOKENIZERS_PARALLELISM=false keeps the tokenizers on that one thread too.
 bench: setup
+	@for f in $(BENCH_FILES); do test -e $$f || { echo "make bench: no suite $$f; SUITE is one or more (comma-separated) of: $(BENCH_SUITES)" >&2; exit 2; }; done
 	mkdir -p .benchmarks
-	OMP_NUM_THREADS=1 $(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only --benchmark-json=.benchmarks/latest.json
+	OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false $(PY) -m pytest $(BENCH_FILES) -q -p no:cacheprovider --benchmark-only --benchmark-json=.benchmarks/latest.json
 	$(PY) benchmarks/check_ratios.py .benchmarks/latest.json
 
 clean:

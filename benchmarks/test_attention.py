@@ -1,19 +1,19 @@
 """Soft-mask attention on CPU (fp32, fwd+bwd) against SDPA anchors measured in the same run.
 
-Rows: SDPA without a mask and SDPA ``is_causal`` (the anchors: fused kernels, no bias), the soft
+Anchors: SDPA without a mask and SDPA ``is_causal`` (fused kernels, no bias). Candidates: the soft
 mask (alpha = 0.3, RECIPE §3) through the ``sdpa`` backend (float bias, the CPU training path) and
-through the ``eager`` backend. The soft rows time the anchors too, interleaved round by round (the
-machine is shared, so interleaving cancels drift), and store ``soft / anchor`` median-time ratios
-in ``benchmark.extra_info``; before timing they check the backend against the float64 reference.
+through the ``eager`` backend. Each candidate row times itself and both anchors in interleaved
+rounds (``interleave.py``: ABBA order, warm-up excluded) and stores the per-round ratios
+``soft_over_sdpa_none`` / ``soft_over_sdpa_causal`` (median and spread) in ``benchmark.extra_info``;
+before timing it checks the backend against the float64 reference.
 
-Shapes: B=8, H=8, D=64, L=512; ``CONAN_BENCH_FULL=1`` adds L=2048.
+Shapes: B=8, H=8, D=64, L=512; ``CONAN_BENCH_FULL=1`` adds L=2048. About 0.27 s per fwd+bwd on
+one core, so the guarded sdpa row takes 16 rounds (~13 s), the unguarded eager row 4.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import pytest
 import torch
@@ -27,7 +27,7 @@ FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
 LENGTHS = [512, 2048] if FULL else [512]
 B, H, D = 8, 8, 64
 ALPHA = 0.3
-ROUNDS = 5 if FULL else 3
+ROUNDS = {"sdpa": 16, "eager": 4}
 
 
 def make_inputs(seq_len: int):
@@ -43,19 +43,6 @@ def fwd_bwd(fn, q, k, v):
     out = fn(q, k, v)
     out.backward(torch.ones_like(out))
     return out
-
-
-def interleaved_medians(fns: dict, q, k, v, rounds: int = ROUNDS) -> dict[str, float]:
-    """Median seconds of fwd+bwd per function, timing them round-robin."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up (allocator, thread pool)
-        fwd_bwd(fn, q, k, v)
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fwd_bwd(fn, q, k, v)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def sdpa_none(q, k, v):
@@ -78,17 +65,8 @@ def check_against_float64(fn, q, k, v, mask, ctx):
 
 
 @pytest.mark.parametrize("seq_len", LENGTHS)
-@pytest.mark.parametrize("anchor", ["none", "causal"])
-def test_sdpa_anchor(benchmark, seq_len, anchor):
-    q, k, v, _ = make_inputs(seq_len)
-    fn = sdpa_none if anchor == "none" else sdpa_causal
-    benchmark.extra_info.update(seq_len=seq_len, batch=B, heads=H, head_dim=D)
-    benchmark.pedantic(fwd_bwd, args=(fn, q, k, v), rounds=ROUNDS, iterations=1, warmup_rounds=1)
-
-
-@pytest.mark.parametrize("seq_len", LENGTHS)
 @pytest.mark.parametrize("backend_key", ["sdpa", "eager"])
-def test_soft_mask_attention(benchmark, seq_len, backend_key):
+def test_soft_mask_attention(benchmark, interleave, seq_len, backend_key):
     q, k, v, ctx = make_inputs(seq_len)
     mask = REGISTRIES["masks"].build({"type": "soft"})
     backend = REGISTRIES["attention"].build({"type": backend_key})
@@ -99,15 +77,18 @@ def test_soft_mask_attention(benchmark, seq_len, backend_key):
     check_against_float64(soft, q, k, v, mask, ctx)
     assert backend_key != "sdpa" or backend.last_path == "bias"  # alpha=0.3 is not a fast path
 
-    medians = interleaved_medians({"soft": lambda a, b, c: soft(a, b, c), "sdpa_none": sdpa_none,
-                                   "sdpa_causal": sdpa_causal}, q, k, v)
-    ratios = {"soft_over_sdpa_none": medians["soft"] / medians["sdpa_none"],
-              "soft_over_sdpa_causal": medians["soft"] / medians["sdpa_causal"]}
-    benchmark.extra_info.update(seq_len=seq_len, batch=B, heads=H, head_dim=D, alpha=ALPHA,
-                                backend=backend_key, medians_s=medians, **ratios)
-    print(f"\nsoft mask ({backend_key}) L={seq_len}: {medians['soft'] * 1e3:.1f} ms fwd+bwd; "
-          f"x{ratios['soft_over_sdpa_none']:.2f} vs SDPA no-mask "
-          f"({medians['sdpa_none'] * 1e3:.1f} ms), x{ratios['soft_over_sdpa_causal']:.2f} vs SDPA "
-          f"is_causal ({medians['sdpa_causal'] * 1e3:.1f} ms)")
-    benchmark.pedantic(fwd_bwd, args=(lambda a, b, c: soft(a, b, c), q, k, v), rounds=ROUNDS,
-                       iterations=1, warmup_rounds=1)
+    fns = {"soft": lambda: fwd_bwd(soft, q, k, v), "sdpa_none": lambda: fwd_bwd(sdpa_none, q, k, v),
+           "sdpa_causal": lambda: fwd_bwd(sdpa_causal, q, k, v)}
+    rounds = benchmark.pedantic(interleave.interleave, args=(fns,), kwargs={"rounds": ROUNDS[backend_key]},
+                                rounds=1, iterations=1)
+    info = benchmark.extra_info
+    info.update(seq_len=seq_len, batch=B, heads=H, head_dim=D, alpha=ALPHA, backend=backend_key,
+                threads=torch.get_num_threads(), medians_s=rounds.medians())
+    stats = {"soft_over_sdpa_none": rounds.ratio("soft", "sdpa_none"),
+             "soft_over_sdpa_causal": rounds.ratio("soft", "sdpa_causal")}
+    for key, value in stats.items():
+        interleave.record(info, key, value)
+    med = rounds.medians()
+    print(f"\nsoft mask ({backend_key}) L={seq_len}: {med['soft'] * 1e3:.1f} ms fwd+bwd (SDPA no-mask "
+          f"{med['sdpa_none'] * 1e3:.1f} ms, is_causal {med['sdpa_causal'] * 1e3:.1f} ms); "
+          + "; ".join(interleave.describe(k, v) for k, v in stats.items()))

@@ -4,21 +4,23 @@ faiss search on an eval-sized set.
 1. Encode throughput on the same exported model and the same texts of mixed length (1 to ~250
    tokens, standard-library docstrings): ``Embedder.encode`` (tokenize once, exact token-length
    sort so most batches need no padding and take SDPA's unmasked fast path) against
-   ``SentenceTransformer(export).encode`` (the anchor), interleaved round by round. Both run the
-   same precision (float32 on CPU); on CUDA the Embedder's default bf16 is timed too, against the
-   anchor in its default float32 and in bf16. Target: ``st_over_embedder`` >= 1.3. Before timing, both
-   outputs are checked against each other and a float64 single-sequence reference.
+   ``SentenceTransformer(export).encode`` (the anchor), in interleaved rounds (``interleave.py``:
+   ABBA order, warm-up excluded; CPU time on CPU, wall time on CUDA). Both run the same precision
+   (float32 on CPU); on CUDA the Embedder's default bf16 is timed too, against the anchor in its
+   default float32 and in bf16. ``st_over_embedder`` is the per-round ``t_st / t_embedder``
+   (median and spread; target >= 1.3). Before timing, both outputs are checked against each other
+   and a float64 single-sequence reference.
    Measured on the 2-core CPU dev machine (fp32 both, shared machine): x1.12 to x1.14 (one run x1.3):
    the model's FLOPs dominate and are the same for both, so on CPU only padding (7.7 % of tokens
    against 11.7 % for sentence-transformers' character-length sort) and per-batch overhead differ.
    The 1.3 target is for CUDA, where the Embedder runs bf16 by default and the anchor float32.
-2. Search on an eval-sized set (short mode: 5k documents, 500 queries; ``CONAN_BENCH_FULL=1``:
+2. Search on an eval-sized set (short mode: 2k documents, 200 queries; ``CONAN_BENCH_FULL=1``:
    50k / 2k): BM25 (bm25s index + top-100) against faiss flat IP (index + top-100 over 256-d
-   embeddings), ratio ``bm25_over_faiss``. faiss is checked against float64 numpy on 50 queries,
+   embeddings), per-round ratio ``bm25_over_faiss`` (unguarded). faiss is checked against float64 numpy on 50 queries,
    BM25 scores against a float64 Lucene formula on 20 queries.
 
-Model: 4 layers, hidden 256, 8 x 32 heads (GQA 4 kv), random init, max 256 tokens; 400 texts
-(4k in full mode).
+Model: 4 layers, hidden 256, 8 x 32 heads (GQA 4 kv), random init, max 256 tokens; 64 texts
+(2 batches, ~2 s of one core per encode) in 6 rounds (4k texts, 5 rounds in full mode).
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import copy
 import importlib.util
 import math
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +36,10 @@ import pytest
 import torch
 
 FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
-N_TEXTS = 4000 if FULL else 400
-N_DOCS, N_QUERIES = (50_000, 2_000) if FULL else (5_000, 500)
-ROUNDS = 5 if FULL else 3
+N_TEXTS = 4000 if FULL else 64
+N_DOCS, N_QUERIES = (50_000, 2_000) if FULL else (2_000, 200)
+ROUNDS = 5 if FULL else 6
+SEARCH_ROUNDS = 3
 BATCH = 32
 TOP_K = 100
 
@@ -80,19 +81,7 @@ def float64_reference(emb, text: str) -> np.ndarray:
     return vec / np.linalg.norm(vec)
 
 
-def interleaved(fns: dict, rounds: int) -> dict[str, float]:
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def test_encode_vs_sentence_transformers(benchmark, exported):
+def test_encode_vs_sentence_transformers(benchmark, interleave, exported):
     import conan_core.model  # noqa: F401  (registers "conan" for sentence-transformers)
     from sentence_transformers import SentenceTransformer
 
@@ -104,7 +93,7 @@ def test_encode_vs_sentence_transformers(benchmark, exported):
     st = SentenceTransformer(str(exported), device=device)
 
     # correctness first: both against each other, and the Embedder against float64 on a few texts
-    probe = texts[:64]
+    probe = texts[:40]
     ours = emb.encode(probe, batch_size=BATCH)
     theirs = st.encode(probe, batch_size=BATCH)
     assert np.abs(ours - theirs).max() < (5e-3 if device == "cuda" else 1e-4)
@@ -120,19 +109,23 @@ def test_encode_vs_sentence_transformers(benchmark, exported):
         st_bf16 = SentenceTransformer(str(exported), device=device, model_kwargs={"dtype": torch.bfloat16})
         fns["embedder_bf16"] = lambda: emb_bf16.encode(texts, batch_size=BATCH, show_progress=False)
         fns["sentence_transformers_bf16"] = lambda: st_bf16.encode(texts, batch_size=BATCH, show_progress_bar=False)
-    med = interleaved(fns, ROUNDS)
-    ratios = {"st_over_embedder": med["sentence_transformers"] / med["embedder"]}
+    rounds = benchmark.pedantic(interleave.interleave, args=(fns,),
+                                kwargs={"rounds": ROUNDS, "clock": "wall" if device == "cuda" else "cpu"},
+                                rounds=1, iterations=1)
+    med = rounds.medians()
+    stats = {"st_over_embedder": rounds.ratio("sentence_transformers", "embedder")}
     if device == "cuda":
-        ratios["st_fp32_over_embedder_bf16"] = med["sentence_transformers"] / med["embedder_bf16"]
-        ratios["st_bf16_over_embedder_bf16"] = med["sentence_transformers_bf16"] / med["embedder_bf16"]
-    benchmark.extra_info.update(device=device, texts=len(texts), batch=BATCH,
-                                mean_tokens=float(np.mean(lengths)), max_tokens=int(max(lengths)),
-                                medians_s=med, texts_per_s={k: len(texts) / v for k, v in med.items()},
-                                target_ratio=1.3, **ratios)
+        stats["st_fp32_over_embedder_bf16"] = rounds.ratio("sentence_transformers", "embedder_bf16")
+        stats["st_bf16_over_embedder_bf16"] = rounds.ratio("sentence_transformers_bf16", "embedder_bf16")
+    info = benchmark.extra_info
+    info.update(device=device, texts=len(texts), batch=BATCH, mean_tokens=float(np.mean(lengths)),
+                max_tokens=int(max(lengths)), medians_s=med, texts_per_s={k: len(texts) / v for k, v in med.items()},
+                target_ratio=1.3, threads=torch.get_num_threads())
+    for key, value in stats.items():
+        interleave.record(info, key, value)
     print(f"\nencode {len(texts)} texts (mean {np.mean(lengths):.0f} tokens) on {device}: "
           + ", ".join(f"{k} {len(texts) / v:.0f} texts/s" for k, v in med.items())
-          + "; " + ", ".join(f"{k} x{v:.2f}" for k, v in ratios.items()))
-    benchmark.pedantic(fns["embedder"], rounds=1, iterations=1, warmup_rounds=0)
+          + "; " + "; ".join(interleave.describe(k, v) for k, v in stats.items()))
 
 
 def reference_bm25(index_texts: list[list[str]], query: list[str], k1=1.5, b=0.75) -> np.ndarray:
@@ -153,7 +146,7 @@ def reference_bm25(index_texts: list[list[str]], query: list[str], k1=1.5, b=0.7
     return out
 
 
-def test_bm25_vs_faiss_search(benchmark):
+def test_bm25_vs_faiss_search(benchmark, interleave):
     from conan_core.eval.bm25 import BM25Index, bm25_tokenize
     from conan_core.eval.retrieval import dense_search
 
@@ -176,10 +169,12 @@ def test_bm25_vs_faiss_search(benchmark):
 
     fns = {"bm25": lambda: BM25Index(docs).search(queries, TOP_K),
            "faiss_flat": lambda: dense_search(doc_emb, q_emb, TOP_K, "flat")}
-    med = interleaved(fns, ROUNDS)
-    ratio = med["bm25"] / med["faiss_flat"]
-    benchmark.extra_info.update(docs=N_DOCS, queries=N_QUERIES, dim=256, top_k=TOP_K, medians_s=med,
-                                bm25_over_faiss=ratio)
+    rounds = benchmark.pedantic(interleave.interleave, args=(fns,), kwargs={"rounds": SEARCH_ROUNDS},
+                                rounds=1, iterations=1)
+    med = rounds.medians()
+    stats = rounds.ratio("bm25", "faiss_flat")
+    info = benchmark.extra_info
+    info.update(docs=N_DOCS, queries=N_QUERIES, dim=256, top_k=TOP_K, medians_s=med)
+    interleave.record(info, "bm25_over_faiss", stats)
     print(f"\nsearch {N_QUERIES} queries over {N_DOCS} docs (index + top-{TOP_K}): BM25 {med['bm25'] * 1e3:.0f} ms, "
-          f"faiss flat {med['faiss_flat'] * 1e3:.0f} ms, BM25 / faiss x{ratio:.2f}")
-    benchmark.pedantic(fns["bm25"], rounds=1, iterations=1, warmup_rounds=0)
+          f"faiss flat {med['faiss_flat'] * 1e3:.0f} ms; {interleave.describe('bm25_over_faiss', stats)}")

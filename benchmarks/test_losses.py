@@ -12,15 +12,17 @@ vocab 32000 (hidden 128, chunks of 1024 tokens).
 Peak memory on CPU: each variant runs in a fresh subprocess (this file run as a script) whose glibc
 malloc serves every block above 64 KiB with its own mmap and gives freed memory back at once
 (``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``), so resident memory follows live tensors.
-It runs one warm-up step (one-time costs: code pages, thread pools, lazy init), records its
-resident set, resets the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``), runs one
-step and reports ``VmHWM - VmRSS(before)`` from /proc/self/status: the extra memory the step needed
-at its peak. Where clear_refs is not writable, ``ru_maxrss`` minus the pre-step RSS is used instead
-(the warm-up's peak then counts too); ``extra_info["memory_method"]`` says which. On GPU one would
-use ``torch.cuda.max_memory_allocated`` instead.
+It runs one warm-up step (one-time costs: code pages, thread pools, lazy init), then three measured
+steps, each after recording its resident set and resetting the kernel's high-water mark (``echo 5 >
+/proc/self/clear_refs``), and reports ``VmHWM - VmRSS(before)`` from /proc/self/status per step: the
+extra memory the step needed at its peak. ``memory_ratio`` is the median of the per-step ratios
+candidate / anchor (step i of one process against step i of the other) with its spread. Where
+clear_refs is not writable, ``ru_maxrss`` minus the pre-step RSS is used instead (the warm-up's peak
+then counts too); ``extra_info["memory_method"]`` says which. On GPU one would use
+``torch.cuda.max_memory_allocated`` instead.
 
-Times: interleaved repetitions (anchor, candidate, anchor, ...) in this process, the first pair
-discarded as warm-up; ratios are of medians.
+Times: interleaved rounds in this process (``interleave.py``: ABBA order, warm-up excluded, CPU
+time); ``time_ratio`` is the per-round candidate / anchor ratio (median and spread).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -137,20 +138,29 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
+MEMORY_STEPS = 3
+
+
 def measure_peak_here(case: str, variant: str, short: bool) -> dict:
-    """Run one step of ``case``/``variant`` in this (fresh) process; extra peak RSS in MiB."""
+    """Run ``case``/``variant`` in this (fresh) process: a warm-up step, then :data:`MEMORY_STEPS`
+    measured steps; the extra peak RSS of each in MiB."""
     setup, fns = CASES[case]
     state = setup(short)
     fns[variant](state)  # warm-up: one-time costs are not the step's memory
-    before = _status_kib("VmRSS")
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        method = "VmHWM after clear_refs reset"
-    except OSError:
-        method = "ru_maxrss (no clear_refs)"
-    fns[variant](state)
-    peak = _status_kib("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_mib": (peak - before) / 1024, "method": method}
+    peaks, method = [], "VmHWM after clear_refs reset"
+    for _ in range(MEMORY_STEPS):
+        before = _status_kib("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            method = "ru_maxrss (no clear_refs)"
+        fns[variant](state)
+        if method.startswith("VmHWM"):
+            peak = _status_kib("VmHWM")
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peaks.append((peak - before) / 1024)
+    return {"peaks_mib": peaks, "method": method}
 
 
 def peak_in_subprocess(case: str, variant: str) -> dict:
@@ -163,48 +173,35 @@ def peak_in_subprocess(case: str, variant: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def interleaved_times(anchor, candidate, state: dict, reps: int) -> tuple[list[float], list[float]]:
-    """(anchor seconds, candidate seconds) of ``reps`` interleaved pairs after one warm-up pair."""
-    ta, tc = [], []
-    for i in range(reps + 1):
-        t0 = time.perf_counter()
-        anchor(state)
-        t1 = time.perf_counter()
-        candidate(state)
-        t2 = time.perf_counter()
-        if i:
-            ta.append(t1 - t0)
-            tc.append(t2 - t1)
-    return ta, tc
-
-
-def run_case(benchmark, case: str, reps: int) -> dict:
+def run_case(benchmark, interleave, case: str, rounds: int) -> dict:
     setup, fns = CASES[case]
     state = setup(SHORT)
-    ta, tc = [], []
-
-    def pair():
-        a, c = interleaved_times(fns["anchor"], fns["candidate"], state, reps)
-        ta.extend(a)
-        tc.extend(c)
-
-    benchmark.pedantic(pair, rounds=1, iterations=1)
+    timed = benchmark.pedantic(interleave.interleave,
+                               args=({"anchor": lambda: fns["anchor"](state),
+                                      "candidate": lambda: fns["candidate"](state)},),
+                               kwargs={"rounds": rounds}, rounds=1, iterations=1)
     mem_a = peak_in_subprocess(case, "anchor")
     mem_c = peak_in_subprocess(case, "candidate")
-    info = {
+    med = timed.medians()
+    info = benchmark.extra_info
+    info.update({
         **state["sizes"], "short": SHORT, "threads": torch.get_num_threads(),
-        "time_anchor_s": statistics.median(ta), "time_candidate_s": statistics.median(tc),
-        "time_ratio": statistics.median(tc) / statistics.median(ta),
-        "peak_anchor_mib": mem_a["peak_mib"], "peak_candidate_mib": mem_c["peak_mib"],
-        "memory_ratio": mem_c["peak_mib"] / max(mem_a["peak_mib"], 1e-9), "memory_method": mem_a["method"],
-    }
-    benchmark.extra_info.update(info)
+        "time_anchor_s": med["anchor"], "time_candidate_s": med["candidate"],
+        "peak_anchor_mib": statistics.median(mem_a["peaks_mib"]),
+        "peak_candidate_mib": statistics.median(mem_c["peaks_mib"]), "memory_method": mem_a["method"],
+    })
+    interleave.record(info, "time_ratio", timed.ratio("candidate", "anchor"))
+    interleave.record(info, "memory_ratio", interleave.summarize(
+        [c / max(a, 1e-9) for a, c in zip(mem_a["peaks_mib"], mem_c["peaks_mib"])]))
+    print(f"\n{case}: peak {info['peak_candidate_mib']:.1f} MiB vs {info['peak_anchor_mib']:.1f} MiB "
+          f"(memory_ratio {info['memory_ratio']:.3g}, steps {mem_c['peaks_mib']} vs {mem_a['peaks_mib']}); "
+          f"time_ratio {info['time_ratio']:.3g}")
     return info
 
 
 # ----------------------------------------------------------------------------- benchmarks
 
-def test_gradcache_vs_plain_info_nce(benchmark):
+def test_gradcache_vs_plain_info_nce(benchmark, interleave):
     # correctness first: GradCache's fp32 gradients vs a float64 plain step on the same model
     state = gradcache_setup(True)
     ref_state = {**state, "model": copy.deepcopy(state["model"]).double()}
@@ -214,12 +211,12 @@ def test_gradcache_vs_plain_info_nce(benchmark):
     for got, want in zip(state["model"].parameters(), ref_state["model"].parameters()):
         torch.testing.assert_close(got.grad.double(), want.grad, rtol=1e-3, atol=1e-5)
 
-    info = run_case(benchmark, "gradcache", reps=3)
+    info = run_case(benchmark, interleave, "gradcache", rounds=5)
     # activations of one mini-batch instead of the batch: GradCache must need less peak memory
     assert info["memory_ratio"] < 1.0, info
 
 
-def test_chunked_vs_full_lm_head_cross_entropy(benchmark):
+def test_chunked_vs_full_lm_head_cross_entropy(benchmark, interleave):
     state = ce_setup(True)
     ce_chunked(state)
     got = (state["hidden"].grad, state["weight"].grad)
@@ -230,7 +227,7 @@ def test_chunked_vs_full_lm_head_cross_entropy(benchmark):
     for g, w in zip(got, want):
         torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=1e-7)
 
-    info = run_case(benchmark, "ce", reps=3)
+    info = run_case(benchmark, interleave, "ce", rounds=5)
     assert info["memory_ratio"] < 1.0, info
 
 

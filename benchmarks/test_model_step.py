@@ -3,9 +3,10 @@ LlamaForCausalLM with the identical config and weights, on the same batch, in th
 
 Sizes: the ``tiny`` architecture, batch 8 x 128 tokens; ``CONAN_BENCH_FULL=1``: the ``small``
 architecture, batch 16 x 256. Both models start from the same weights and the test first checks
-that their losses and updated weights agree, then times the two steps interleaved and stores
-best-of-N ``tokens_per_s`` of each and ``ratio = conan / llama`` (target >= 1.0; medians too) in
-``benchmark.extra_info``.
+that their losses and updated weights agree, then times the two steps in interleaved rounds
+(``interleave.py``: ABBA order, the fastest of 3 steps per round, warm-up excluded) and stores
+``ratio`` = conan tokens/s over llama tokens/s, i.e. the per-round ``t_llama / t_conan`` (median
+and spread; target >= 1.0) in ``benchmark.extra_info``.
 ``batch`` = "full" (no padding: both take SDPA's causal kernel) or "padded" (a quarter of the
 tokens are right padding: both pass a mask to SDPA).
 """
@@ -13,8 +14,6 @@ tokens are right padding: both pass a mask to SDPA).
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import pytest
 import torch
@@ -25,7 +24,8 @@ from conan_core.model.llama import to_llama_config
 FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
 ARCH = ARCHITECTURES["small" if FULL else "tiny"]
 BATCH, LENGTH = (16, 256) if FULL else (8, 128)
-ROUNDS = 10 if FULL else 8
+# the full batch is guarded in CI; the padded one is for reference
+ROUNDS = {"full": 10 if FULL else 12, "padded": 6}
 
 
 def make_batch(padded: bool):
@@ -65,7 +65,7 @@ def make_step(model, batch):
 
 
 @pytest.mark.parametrize("batch_kind", ["full", "padded"])
-def test_training_step_vs_llama(benchmark, batch_kind):
+def test_training_step_vs_llama(benchmark, interleave, batch_kind):
     batch = make_batch(batch_kind == "padded")
     tokens = int(batch[1].sum())
     conan, llama = make_models()
@@ -79,22 +79,16 @@ def test_training_step_vs_llama(benchmark, batch_kind):
     for name, p in conan.named_parameters():
         assert torch.allclose(p, theirs[name], atol=1e-4), name
 
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(ROUNDS):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    # best-of-N is the ratio reported: on a shared machine other processes only ever add time
-    best = {name: min(ts) for name, ts in times.items()}
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    rate = {name: tokens / t for name, t in best.items()}
-    ratio = rate["conan"] / rate["llama"]
-    benchmark.extra_info.update(batch=[BATCH, LENGTH], batch_kind=batch_kind, real_tokens=tokens,
-                                architecture="small" if FULL else "tiny", best_s=best, medians_s=medians,
-                                tokens_per_s_conan=rate["conan"], tokens_per_s_llama=rate["llama"],
-                                ratio=ratio, ratio_of_medians=medians["llama"] / medians["conan"],
-                                threads=torch.get_num_threads())
-    print(f"\nmodel step {batch_kind} {BATCH}x{LENGTH}: conan {rate['conan']:.0f} tok/s, "
-          f"llama {rate['llama']:.0f} tok/s, ratio x{ratio:.2f}")
-    benchmark.pedantic(steps["conan"], rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    rounds = benchmark.pedantic(interleave.interleave, args=(steps,),
+                                kwargs={"rounds": ROUNDS[batch_kind], "inner": 3, "reduce": "min"},
+                                rounds=1, iterations=1)
+    info = benchmark.extra_info
+    medians = rounds.medians()
+    info.update(batch=[BATCH, LENGTH], batch_kind=batch_kind, real_tokens=tokens,
+                architecture="small" if FULL else "tiny", medians_s=medians,
+                tokens_per_s_conan=tokens / medians["conan"], tokens_per_s_llama=tokens / medians["llama"],
+                threads=torch.get_num_threads())
+    stats = rounds.ratio("llama", "conan")
+    interleave.record(info, "ratio", stats)
+    print(f"\nmodel step {batch_kind} {BATCH}x{LENGTH}: conan {tokens / medians['conan']:.0f} tok/s, "
+          f"llama {tokens / medians['llama']:.0f} tok/s; {interleave.describe('ratio', stats)}")

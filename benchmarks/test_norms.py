@@ -1,16 +1,15 @@
 """RMSNorm factories (fwd+bwd, fp32, CPU) against nn.RMSNorm and F.layer_norm in the same run.
 
 Shape: [4096, 3584] (tokens x Conan-1.4B hidden size) with ``CONAN_BENCH_FULL=1``, [512, 3584]
-otherwise. Each factory row checks its output against the float64 reference first, times the
-anchors interleaved with it, and stores ``factory / anchor`` median-time ratios in
-``benchmark.extra_info``. The compiled row excludes compile time (one warm-up call).
+otherwise. Each factory row checks its output against the float64 reference first, then times
+itself and both anchors in interleaved rounds (``interleave.py``; the fastest of 3 calls per
+round, warm-up excluded) and stores the per-round ratios ``over_nn_rmsnorm`` / ``over_layer_norm`` (median and
+spread) in ``benchmark.extra_info``. The compiled row excludes compile time (the first call).
 """
 
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import pytest
 import torch
@@ -22,7 +21,8 @@ from conan_core.registries import REGISTRIES
 
 FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
 SHAPE = (4096, 3584) if FULL else (512, 3584)
-ROUNDS = 10 if FULL else 5
+# the compiled row is guarded in CI; the plain torch row is for reference
+ROUNDS = {"compiled": 15 if FULL else 25, "torch": 10}
 EPS = 1e-6
 
 
@@ -52,20 +52,9 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, EPS)
 
 
-def interleaved_medians(modules: dict, x, rounds: int = ROUNDS) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in modules}
-    for m in modules.values():
-        fwd_bwd(m, x)
-    for _ in range(rounds):
-        for name, m in modules.items():
-            start = time.perf_counter()
-            fwd_bwd(m, x)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
 
 @pytest.mark.parametrize("key", ["torch", "compiled"])
-def test_rms_norm_factory(benchmark, key):
+def test_rms_norm_factory(benchmark, interleave, key):
     x = make_input()
     module = REGISTRIES["norms"].build({"type": key}).make(SHAPE[-1], EPS)
     with torch.no_grad():
@@ -74,19 +63,23 @@ def test_rms_norm_factory(benchmark, key):
     ref = rms_norm_reference(x.detach(), module.weight.detach(), EPS)
     assert torch.allclose(out.double(), ref, atol=1e-5, rtol=1e-5), (out.double() - ref).abs().max()
 
-    medians = interleaved_medians({key: module, "nn.RMSNorm": nn.RMSNorm(SHAPE[-1], eps=EPS),
-                                   "F.layer_norm": LayerNorm(SHAPE[-1])}, x)
-    ratios = {"over_nn_rmsnorm": medians[key] / medians["nn.RMSNorm"],
-              "over_layer_norm": medians[key] / medians["F.layer_norm"]}
-    benchmark.extra_info.update(shape=list(SHAPE), key=key, medians_s=medians, **ratios)
-    print(f"\nnorm {key} {list(SHAPE)}: {medians[key] * 1e3:.2f} ms fwd+bwd; "
-          f"x{ratios['over_nn_rmsnorm']:.2f} vs nn.RMSNorm, x{ratios['over_layer_norm']:.2f} vs F.layer_norm")
-    benchmark.pedantic(fwd_bwd, args=(module, x), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    modules = {key: module, "nn.RMSNorm": nn.RMSNorm(SHAPE[-1], eps=EPS), "F.layer_norm": LayerNorm(SHAPE[-1])}
+    fns = {name: (lambda m=m: fwd_bwd(m, x)) for name, m in modules.items()}
+    rounds = benchmark.pedantic(interleave.interleave, args=(fns,),
+                                kwargs={"rounds": ROUNDS[key], "inner": 3, "reduce": "min"}, rounds=1, iterations=1)
+    info = benchmark.extra_info
+    info.update(shape=list(SHAPE), key=key, threads=torch.get_num_threads(), medians_s=rounds.medians())
+    stats = {"over_nn_rmsnorm": rounds.ratio(key, "nn.RMSNorm"), "over_layer_norm": rounds.ratio(key, "F.layer_norm")}
+    for name, value in stats.items():
+        interleave.record(info, name, value)
+    print(f"\nnorm {key} {list(SHAPE)}: {rounds.medians()[key] * 1e3:.2f} ms fwd+bwd; "
+          + "; ".join(interleave.describe(k, v) for k, v in stats.items()))
 
 
 @pytest.mark.parametrize("anchor", ["nn.RMSNorm", "F.layer_norm"])
 def test_norm_anchor(benchmark, anchor):
+    """The anchors alone (pytest-benchmark's own statistics; no ratio)."""
     x = make_input()
     module = nn.RMSNorm(SHAPE[-1], eps=EPS) if anchor == "nn.RMSNorm" else LayerNorm(SHAPE[-1])
     benchmark.extra_info.update(shape=list(SHAPE))
-    benchmark.pedantic(fwd_bwd, args=(module, x), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(fwd_bwd, args=(module, x), rounds=10, iterations=1, warmup_rounds=1)

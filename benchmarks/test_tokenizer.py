@@ -2,9 +2,11 @@
 model) against a plain ``tokenizers`` BPE trained on the same texts with the same vocabulary size.
 
 Both encode the same batch of real demo texts (docstrings, CLDR records and multilingual names);
-the anchor is timed in the same run, interleaved round by round, and the ratio
-``ours / anchor`` (median seconds) goes to ``benchmark.extra_info`` with tokens per character of
-each (compression). Before timing, our ids are checked against the sentencepiece reference.
+both are timed in interleaved rounds (``interleave.py``: ABBA order, warm-up excluded, CPU time)
+and the per-round ratio ``ours_over_anchor`` (median and spread) goes to ``benchmark.extra_info``
+with tokens per character of each (compression). Before timing, our ids are checked against the
+sentencepiece reference. ``TOKENIZERS_PARALLELISM=false`` (``make bench``) keeps both on one
+thread, so the CPU clock is the right one.
 
 Sizes: demo scale 0.2, vocab 2000, 2000 texts; ``CONAN_BENCH_FULL=1``: scale 1, vocab 8000.
 """
@@ -12,14 +14,12 @@ Sizes: demo scale 0.2, vocab 2000, 2000 texts; ``CONAN_BENCH_FULL=1``: scale 1, 
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import pytest
 
 FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
 SCALE, VOCAB, N_TEXTS = (1.0, 8000, 8000) if FULL else (0.2, 2000, 2000)
-ROUNDS = 5 if FULL else 3
+ROUNDS = 5 if FULL else 12
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +43,24 @@ def setup(tmp_path_factory):
     return load_tokenizer(ours_dir), load_sentencepiece(ours_dir), anchor, batch
 
 
-def test_tokenizer_throughput_vs_tokenizers_bpe(benchmark, setup):
+def test_tokenizer_throughput_vs_tokenizers_bpe(benchmark, interleave, setup):
     ours, sp, anchor, batch = setup
     sample = batch[:200]
     assert ours(sample, add_special_tokens=False)["input_ids"] == [sp.encode(t) for t in sample]
 
     fns = {"ours": lambda: ours(batch, add_special_tokens=False)["input_ids"],
            "anchor": lambda: [e.ids for e in anchor.encode_batch(batch, add_special_tokens=False)]}
-    times = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(ROUNDS):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    medians = {k: statistics.median(v) for k, v in times.items()}
+    rounds = benchmark.pedantic(interleave.interleave, args=(fns,), kwargs={"rounds": ROUNDS},
+                                rounds=1, iterations=1)
+    medians = rounds.medians()
+    stats = rounds.ratio("ours", "anchor")
     chars = sum(len(t) for t in batch)
     tokens = {k: sum(len(ids) for ids in fn()) for k, fn in fns.items()}
-    benchmark.extra_info.update(
-        texts=len(batch), chars=chars, vocab_size=VOCAB, medians_s=medians,
-        ours_over_anchor=medians["ours"] / medians["anchor"],
-        tokens_per_char={k: v / chars for k, v in tokens.items()},
-        chars_per_s={k: chars / v for k, v in medians.items()})
+    info = benchmark.extra_info
+    info.update(texts=len(batch), chars=chars, vocab_size=VOCAB, medians_s=medians,
+                tokens_per_char={k: v / chars for k, v in tokens.items()},
+                chars_per_s={k: chars / v for k, v in medians.items()})
+    interleave.record(info, "ours_over_anchor", stats)
     print(f"\ntokenizer: ours {medians['ours'] * 1e3:.1f} ms, tokenizers BPE {medians['anchor'] * 1e3:.1f} ms "
-          f"(x{medians['ours'] / medians['anchor']:.2f}) for {len(batch)} texts / {chars} chars; tokens/char "
-          f"ours {tokens['ours'] / chars:.3f}, anchor {tokens['anchor'] / chars:.3f}")
-    benchmark.pedantic(fns["ours"], rounds=ROUNDS, iterations=1, warmup_rounds=1)
+          f"for {len(batch)} texts / {chars} chars ({interleave.describe('ours_over_anchor', stats)}); "
+          f"tokens/char ours {tokens['ours'] / chars:.3f}, anchor {tokens['anchor'] / chars:.3f}")

@@ -14,15 +14,16 @@ Three ways to take the same optimizer step on the same batch, from the same weig
 Every row uses the same optimizer (the ``adamw`` factory, lr 1e-3 constant, weight decay 0.001).
 Before timing, the trainer's loss is checked against a float64 reference of the same model and
 against the anchor. Sizes: the ``tiny`` architecture, batch 8 x 128 (``CONAN_BENCH_FULL=1``: the
-``small`` architecture, 16 x 256). Stored in ``benchmark.extra_info``: best-of-N tokens/s of each
-row and ``ratio_vs_llama`` / ``ratio_vs_hand`` (trainer rate / anchor rate; target >= 1.0).
+``small`` architecture, 16 x 256). The three rows are timed in interleaved rounds
+(``interleave.py``: ABBA order, the fastest of 3 steps per round, warm-up excluded); stored in
+``benchmark.extra_info``: median tokens/s of each row and ``ratio_vs_llama`` / ``ratio_vs_hand``
+(trainer rate / anchor rate, i.e. per-round ``t_anchor / t_trainer``, median and spread; target
+>= 1.0).
 """
 
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import torch
 
@@ -33,7 +34,7 @@ from conan_core.registries import REGISTRIES
 FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
 ARCH = ARCHITECTURES["small" if FULL else "tiny"]
 BATCH, LENGTH = (16, 256) if FULL else (8, 128)
-ROUNDS = 10 if FULL else 8
+ROUNDS = 10 if FULL else 12
 
 
 class SameBatch:
@@ -79,7 +80,7 @@ def hand_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict):
     return step
 
 
-def test_trainer_step_vs_hand_loops(benchmark, tmp_path):
+def test_trainer_step_vs_hand_loops(benchmark, interleave, tmp_path):
     from conan_core.config import StageConfig
     from conan_core.train.loop import RunFlags, Trainer
     from conan_core.train.objectives import CausalLMObjective
@@ -105,7 +106,7 @@ def test_trainer_step_vs_hand_loops(benchmark, tmp_path):
     assert abs(got - want) < 1e-4 * max(1.0, abs(want)), (got, want)
     assert abs(anchor - want) < 1e-4 * max(1.0, abs(want)), (anchor, want)
 
-    steps = 10 * ROUNDS + 10
+    steps = 3 * 3 * ROUNDS + 10  # the trainer's LR schedule must cover every step taken here
     settings = StageConfig(steps=steps, lr=1e-3, warmup_ratio=0.0, lr_decay="constant", weight_decay=0.001,
                            max_grad_norm=1.0, checkpoint_every=steps)
     trainer = Trainer(objective, SameBatch(batch), settings, tmp_path / "bench", name="bench",
@@ -121,22 +122,17 @@ def test_trainer_step_vs_hand_loops(benchmark, tmp_path):
         assert abs(losses["trainer"] - losses["llama"]) < 1e-3 * max(1.0, abs(losses["llama"])), losses
         assert abs(losses["trainer"] - losses["hand"]) < 1e-3 * max(1.0, abs(losses["hand"])), losses
 
-    times: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(ROUNDS):  # interleaved: drift on a shared machine hits every row alike
-        for name, fn in rows.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    rounds = benchmark.pedantic(interleave.interleave, args=(rows,),
+                                kwargs={"rounds": ROUNDS, "warmup": 0, "inner": 3, "reduce": "min"},
+                                rounds=1, iterations=1)  # the two checked steps above were the warm-up
     tokens = BATCH * LENGTH
-    best = {name: min(ts) for name, ts in times.items()}
-    rate = {name: tokens / t for name, t in best.items()}
-    medians = {name: statistics.median(ts) for name, ts in times.items()}
-    benchmark.extra_info.update(
-        architecture="small" if FULL else "tiny", batch=[BATCH, LENGTH], threads=torch.get_num_threads(),
-        tokens_per_s=rate, best_s=best, medians_s=medians,
-        ratio_vs_llama=rate["trainer"] / rate["llama"], ratio_vs_hand=rate["trainer"] / rate["hand"],
-        ratio_of_medians_vs_llama=medians["llama"] / medians["trainer"])
-    print(f"\ntrain step {BATCH}x{LENGTH}: trainer {rate['trainer']:.0f} tok/s, hand {rate['hand']:.0f}, "
-          f"llama {rate['llama']:.0f} (x{rate['trainer'] / rate['llama']:.2f} vs llama, "
-          f"x{rate['trainer'] / rate['hand']:.2f} vs hand)")
-    benchmark.pedantic(rows["trainer"], rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    medians = rounds.medians()
+    info = benchmark.extra_info
+    info.update(architecture="small" if FULL else "tiny", batch=[BATCH, LENGTH], threads=torch.get_num_threads(),
+                tokens_per_s={name: tokens / t for name, t in medians.items()}, medians_s=medians)
+    stats = {"ratio_vs_llama": rounds.ratio("llama", "trainer"), "ratio_vs_hand": rounds.ratio("hand", "trainer")}
+    for key, value in stats.items():
+        interleave.record(info, key, value)
+    print(f"\ntrain step {BATCH}x{LENGTH}: trainer {tokens / medians['trainer']:.0f} tok/s, hand "
+          f"{tokens / medians['hand']:.0f}, llama {tokens / medians['llama']:.0f}; "
+          + "; ".join(interleave.describe(k, v) for k, v in stats.items()))

@@ -11,7 +11,9 @@
 
 What ``encode`` does, and why:
 
-* texts are tokenized once (``max_length`` truncation, ``<s> ... </s>`` added by the tokenizer),
+* texts are tokenized once (``max_length`` truncation, ``<s> ... </s>`` added by the tokenizer);
+  a text far longer than ``max_length`` tokens can cover is cut before tokenising, with a check
+  that the kept ids equal those of the whole text (a 10 MB line costs what a page costs); rows are
   sorted by token length (longest first) so each batch pads little, and returned in the input order;
 * the attention mask is the one the final stage ended with (``embedder.json``: bidirectional for
   the embedding stages); the pooler is the stage's (trainable poolers load ``pooler.safetensors``);
@@ -45,6 +47,11 @@ from conan_core.errors import ConanError
 STAGE_ORDER = ("supervised", "weak", "sft", "pretrain")
 EMBEDDER_FILE = "embedder.json"
 POOLER_WEIGHTS = "pooler.safetensors"
+#: A text longer than ``CUT_CHARS_PER_TOKEN * max_length + CUT_MIN_SLACK`` characters is cut before
+#: tokenising (checked, see ``Embedder._tokenize_cut``). Subword tokens average 3-5 characters, so
+#: the first cut nearly always keeps enough text; a failed check only costs a retry.
+CUT_CHARS_PER_TOKEN = 12
+CUT_MIN_SLACK = 256
 
 
 class EmbedderLoadError(ConanError, FileNotFoundError):
@@ -329,13 +336,26 @@ class Embedder:
     def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> tuple[list[list[int]], list[int]]:
         """Token ids per text (``<s> ... </s>``, at most ``max_length``) and, per text, how many
         leading tokens belong to the instruction (``<s>``, ``<instruct>``, the instruction and
-        ``<query>``; 0 without an instruction). Truncation keeps the start of the sequence."""
+        ``<query>``; 0 without an instruction). Truncation keeps the start of the sequence.
+
+        The ids are those of tokenising each whole text and truncating to ``max_length``, but a
+        text longer than a character budget is cut before tokenising, so a 10 MB line costs what
+        its first few thousand characters cost (see :meth:`_tokenize_cut`).
+        """
         from conan_core.data.text import clean_text
 
-        inputs = [format_query(clean_text(t), instruction) for t in texts]
-        enc = self.tokenizer(inputs, add_special_tokens=True, truncation=True, max_length=self.max_length,
-                             padding=False, return_attention_mask=False)["input_ids"]
-        ids = [list(x) for x in enc]
+        budget = self._first_char_budget()
+        inputs = [format_query(clean_text(t), instruction) if len(t) <= budget else None for t in texts]
+        ids: list[list[int] | None] = [None] * len(texts)
+        whole = [i for i, x in enumerate(inputs) if x is not None]
+        if whole:
+            enc = self._call_tokenizer([inputs[i] for i in whole])["input_ids"]
+            for i, row in zip(whole, enc):
+                ids[i] = list(row)
+        long = [i for i, x in enumerate(inputs) if x is None]
+        if long:
+            for i, row in zip(long, self._tokenize_cut([texts[i] for i in long], instruction)):
+                ids[i] = row
         n_prefix = [0] * len(ids)
         if instruction:
             query_id = self.tokenizer.convert_tokens_to_ids(QUERY)
@@ -349,6 +369,65 @@ class Embedder:
             if not row:  # a tokenizer without special tokens: never feed an empty row
                 row.append(fallback if fallback is not None else 0)
         return ids, n_prefix
+
+    def _call_tokenizer(self, inputs: list[str], offsets: bool = False) -> dict:
+        return self.tokenizer(inputs, add_special_tokens=True, truncation=True, max_length=self.max_length,
+                              padding=False, return_attention_mask=False, return_offsets_mapping=offsets,
+                              return_special_tokens_mask=offsets)
+
+    def _first_char_budget(self) -> int:
+        """Characters of a text tokenised on the first try: :data:`CUT_CHARS_PER_TOKEN` per token of
+        ``max_length`` (a slow tokenizer, which has no offsets to check a cut with, gets no cut)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return sys.maxsize
+        return CUT_CHARS_PER_TOKEN * self.max_length + CUT_MIN_SLACK
+
+    def _tokenize_cut(self, texts: list[str], instruction: str | None) -> list[list[int]]:
+        """Ids of texts longer than the first budget, each tokenised from a cut prefix.
+
+        A cut text with budget ``b`` is accepted when (1) its truncated row is full (``max_length``
+        ids: the text after the cut could only add tokens past the truncation point), (2) its last
+        kept token ends at least ``b / 2`` characters before the cut, and (3) cutting at ``3b / 4``
+        instead gives the same ids, so the kept tokens did not depend on the right-hand context
+        that differs between the two cuts. Otherwise the budget grows fourfold and the text is
+        tokenised again; once the budget covers the whole text it is tokenised whole. The result is
+        identical to tokenising the whole text as long as no token depends on text more than
+        ``b / 4`` characters to its right (true for tokenizers that pre-split at whitespace or
+        punctuation whenever such a split falls in that window, and for BPE merges within a word,
+        which are decided locally).
+        """
+        from conan_core.data.text import clean_text
+
+        out: list[list[int] | None] = [None] * len(texts)
+        pending = list(range(len(texts)))
+        budget = self._first_char_budget()
+        while pending:
+            retry = []
+            whole = [i for i in pending if len(texts[i]) <= budget]
+            cut = [i for i in pending if len(texts[i]) > budget]
+            if whole:
+                enc = self._call_tokenizer([format_query(clean_text(texts[i]), instruction) for i in whole])
+                for i, row in zip(whole, enc["input_ids"]):
+                    out[i] = list(row)
+            if cut:
+                # clean_text after the cut: a surrogate pair split by the cut becomes U+FFFD, which
+                # only ever sits in the discarded half of the budget
+                first = [format_query(clean_text(texts[i][:budget]), instruction) for i in cut]
+                second = [format_query(clean_text(texts[i][:3 * budget // 4]), instruction) for i in cut]
+                enc = self._call_tokenizer(first + second, offsets=True)
+                for j, i in enumerate(cut):
+                    row, other = list(enc["input_ids"][j]), list(enc["input_ids"][len(cut) + j])
+                    ends = [end for (_, end), special in zip(enc["offset_mapping"][j], enc["special_tokens_mask"][j])
+                            if not special]
+                    settled = (len(row) == self.max_length and row == other
+                               and (not ends or ends[-1] <= len(first[j]) - budget // 2))
+                    if settled:
+                        out[i] = row
+                    else:
+                        retry.append(i)
+            pending = retry
+            budget *= 4
+        return out
 
     # -- encoding
     def encode(self, texts: Sequence[str] | str, *, batch_size: int = 32, instruction: str | None = None,
@@ -430,6 +509,35 @@ class Embedder:
         """:meth:`encode` of documents (no instruction)."""
         kwargs.setdefault("instruction", None)
         return self.encode(texts, **kwargs)
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of everything that decides the embeddings: the backbone's and the pooler's
+        tensors (names, dtypes, shapes, bytes, as they are now in memory), ``embedder.json``'s
+        settings and the tokenizer. Two embedders with equal fingerprints encode identically on the
+        same device; a retrained, re-cast (bf16 / fp32) or differently configured one differs.
+        Cost: one pass over the weights (about a second per GB)."""
+        import hashlib
+
+        import torch
+
+        digest = hashlib.sha256()
+        for prefix, module in (("model.", self.model), ("pooler.", self.pooler)):
+            for name, tensor in sorted(module.state_dict().items()):
+                data = tensor.detach().to("cpu").contiguous().reshape(-1)
+                digest.update(f"{prefix}{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(data.view(torch.uint8).numpy().tobytes())
+        digest.update(json.dumps(self.settings.to_dict(), sort_keys=True).encode())
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # the fast tokenizer's JSON (vocab, merges, normalizer, special tokens) without its
+            # truncation / padding state, which every tokenizer call rewrites
+            spec = json.loads(backend.to_str())
+            spec.pop("truncation", None)
+            spec.pop("padding", None)
+        else:  # a slow tokenizer is identified by its vocabulary
+            spec = self.tokenizer.get_vocab()
+        digest.update(json.dumps(spec, sort_keys=True).encode())
+        return digest.hexdigest()
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosine similarity matrix [len(a), len(b)] (float32) of two embedding arrays."""

@@ -170,7 +170,8 @@ def test_evaluators_and_mteb_on_a_real_embedder(embedder, tmp_path):
     old = model.encode(SENTENCES, task_name="T", prompt_type="passage")
     np.testing.assert_allclose(old, embedder.encode_corpus(SENTENCES), atol=1e-6)
     assert MTEBEncoder(embedder, dim=8).encode(SENTENCES, task_name="T").shape == (len(SENTENCES), 8)
-    assert model.metadata()["embed_dim"] == embedder.dim and model.metadata()["mrl_dims"] == [8, 16, 32]
+    assert model.metadata()["embed_dim"] == [8, 16, 32] == model.metadata()["mrl_dims"]  # MRL: the range
+    assert model.metadata()["revision"] == embedder.fingerprint()[:12]
 
 
 def test_cli_encode_and_eval(run_dir, embedder, tmp_path, capsys):
@@ -250,3 +251,111 @@ def test_progress_bar(embedder, capsys):
     assert "encode" in capsys.readouterr().err
     embedder.encode(SENTENCES, batch_size=2)  # auto: stderr is not a terminal and only 8 texts
     assert capsys.readouterr().err == ""
+
+
+class RecordingTokenizer:
+    """The Embedder's real tokenizer, recording the length of every text it is handed."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+        self.lengths: list[int] = []
+
+    def __call__(self, texts, *args, **kwargs):
+        self.lengths.extend(len(t) for t in ([texts] if isinstance(texts, str) else texts))
+        return self._tokenizer(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def long_texts() -> list[str]:
+    """Texts around and far beyond the cut budget: prose, no spaces at all, CJK, leading blanks."""
+    import random
+
+    lines = tiny_run.docstring_corpus(limit=10**6)
+    rng = random.Random(0)
+    out = []
+    for k in (1, 5, 12, 20, 30, 60, 200, 400):
+        for _ in range(6):
+            start = rng.randrange(len(lines) - k)
+            out.append(" ".join(lines[start:start + k]))
+    out += [t.replace(" ", "") for t in out[-12:]]
+    out += ["東京は日本の首都です。" * n for n in (20, 90, 400)]
+    out += [" " * 3000 + out[30], "x" * 5000, "\n" * 4000 + "tail", "ab " * 2000]
+    return out
+
+
+def test_long_texts_are_cut_with_the_ids_of_whole_tokenisation(embedder):
+    from conan_core.embedder import CUT_CHARS_PER_TOKEN, CUT_MIN_SLACK
+
+    texts = long_texts()
+    budget = CUT_CHARS_PER_TOKEN * embedder.max_length + CUT_MIN_SLACK
+    assert sum(len(t) > budget for t in texts) > 40 and sum(len(t) <= budget for t in texts) > 10
+    for instruction in (None, embedder.query_instruction):
+        ids, n_prefix = embedder.tokenize(texts, instruction)
+        whole = embedder.tokenizer([format_query(t, instruction) for t in texts], truncation=True,
+                                   max_length=embedder.max_length)["input_ids"]
+        assert ids == [list(row) for row in whole]
+        if instruction:
+            assert all(0 < n <= embedder.max_length for n in n_prefix)
+
+
+def test_a_10mb_line_is_cut_before_tokenising(run_dir):
+    emb = Embedder.load(run_dir)
+    recorder = RecordingTokenizer(emb.tokenizer)
+    emb.tokenizer = recorder
+    huge = "the soft mask opens attention " * 350_000  # 10.5 MB on one line
+    assert len(huge) > 10_000_000
+    out = emb.encode([SENTENCES[0], huge, huge[:-7]], batch_size=2)
+    # what reached the tokenizer: the short text whole, the long ones cut to a few thousand characters
+    assert max(recorder.lengths) < 20 * emb.max_length + 1024, max(recorder.lengths)
+    by_hand = emb.encode([huge[:3000]])
+    np.testing.assert_allclose(out[1:], np.repeat(by_hand, 2, axis=0), atol=1e-6)
+    np.testing.assert_allclose(out[:1], emb.encode([SENTENCES[0]]), atol=1e-6)
+    ids = emb.tokenize([huge])[0][0]
+    assert len(ids) == emb.max_length and ids == emb.tokenizer(huge[:3000], truncation=True,
+                                                               max_length=emb.max_length)["input_ids"]
+
+
+def test_cli_encode_input_and_output_errors(run_dir, tmp_path, capsys):
+    from conan_core.cli import main
+
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("first line\nsecond line\ncaf\xe9 au lait\n".encode("latin-1"))
+    out = tmp_path / "emb.npy"
+    assert main(["encode", str(run_dir), "--input", str(bad), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:3: not valid UTF-8" in err and "e9" in err and "Traceback" not in err
+    assert not out.exists()
+    bad_jsonl = tmp_path / "bad.jsonl"
+    bad_jsonl.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    assert main(["encode", str(run_dir), "--input", str(bad_jsonl), "--out", str(out)]) == 1
+    assert f"{bad_jsonl}:2: not valid UTF-8" in capsys.readouterr().err
+
+    good = tmp_path / "texts.txt"
+    good.write_text("a\nb\n", encoding="utf-8")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        import os
+
+        if os.access(locked, os.W_OK):  # running as root: permissions are not enforced
+            target = tmp_path / "texts.txt" / "emb.npy"  # a path below a regular file
+        else:
+            target = locked / "emb.npy"
+        assert main(["encode", str(run_dir), "--input", str(good), "--out", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert f"{target}: cannot write the output" in err and "Traceback" not in err
+    finally:
+        locked.chmod(0o700)
+    assert main(["encode", str(run_dir), "--input", str(good), "--out", str(tmp_path)]) == 1
+    assert "--out is a directory" in capsys.readouterr().err
+
+    from conan_core.commands.eval import EncodeInputError, OutputPathError
+
+    assert issubclass(EncodeInputError, ConanError) and issubclass(OutputPathError, ConanError)
+    # a name without .npy gets numpy's suffix; nothing else is left in the directory
+    assert main(["encode", str(run_dir), "--input", str(good), "--out", str(tmp_path / "plain")]) == 0
+    assert np.load(tmp_path / "plain.npy").shape[0] == 2
+    assert not list(tmp_path.glob(".*.tmp"))
