@@ -235,44 +235,44 @@ def _usage_sentence_transformers(settings, mrl, custom_pooling: bool) -> list[st
     return lines
 
 
-def _pooling_lines(pooler: dict, pooler_weights: bool) -> tuple[list[str], list[str]]:
-    """(lines before ``embed``, lines inside it computing ``emb`` [B, H] from ``hidden`` and ``pooled``)."""
+def _pooling_lines(pooler: dict, pooler_weights: bool) -> tuple[list[str], list[str], list[str]]:
+    """(imports, lines before ``embed``, lines inside it computing ``emb`` [B, H] from ``hidden``
+    and ``pooled``) of the transformers snippet for ``pooler``."""
     kind = pooler.get("type")
     if kind == "mean":
-        return [], ["    w = pooled.unsqueeze(-1).float()                  # mean over the pooled tokens",
-                    "    emb = (hidden * w).sum(1) / w.sum(1).clamp(min=1)"]
+        return [], [], ["    w = pooled.unsqueeze(-1).float()                  # mean over the pooled tokens",
+                        "    emb = (hidden * w).sum(1) / w.sum(1).clamp(min=1)"]
     if kind == "weighted_mean":
-        return [], ["    w = (pooled.cumsum(1) * pooled).unsqueeze(-1).float()   # weight k for the k-th pooled token",
-                    "    emb = (hidden * w).sum(1) / w.sum(1).clamp(min=1)"]
+        return [], [], ["    w = (pooled.cumsum(1) * pooled).unsqueeze(-1).float()   # weight k for the k-th pooled token",
+                        "    emb = (hidden * w).sum(1) / w.sum(1).clamp(min=1)"]
     if kind == "last_token":
-        return [], ["    positions = torch.arange(pooled.shape[1])        # the last pooled token",
-                    "    emb = hidden[torch.arange(len(hidden)), torch.where(pooled > 0, positions, -1).amax(1)]"]
+        return [], [], ["    positions = torch.arange(pooled.shape[1])        # the last pooled token",
+                        "    emb = hidden[torch.arange(len(hidden)), torch.where(pooled > 0, positions, -1).amax(1)]"]
     if kind == "first_token":
-        return [], ["    positions = torch.arange(pooled.shape[1])        # the first pooled token",
-                    "    first = torch.where(pooled > 0, positions, pooled.shape[1]).amin(1)",
-                    "    emb = hidden[torch.arange(len(hidden)), first.clamp(max=pooled.shape[1] - 1)]"]
-    before = [f"# pooling `{kind}`: conan_core's pooler, built from embedder.json",
-              "import json",
-              "from conan_core.registries import REGISTRIES",
-              "",
+        return [], [], ["    positions = torch.arange(pooled.shape[1])        # the first pooled token",
+                        "    first = torch.where(pooled > 0, positions, pooled.shape[1]).amin(1)",
+                        "    emb = hidden[torch.arange(len(hidden)), first.clamp(max=pooled.shape[1] - 1)]"]
+    imports = ["import json", "", "import torch"]
+    if pooler_weights:
+        imports.append("from safetensors.torch import load_file")
+    imports += ["from transformers import AutoModel, AutoTokenizer", "", "from conan_core.registries import REGISTRIES"]
+    before = [f"# pooling `{kind}` has no three-line form: conan_core's pooler, as embedder.json describes it",
               "spec = json.load(open(\"PATH/embedder.json\"))[\"pooler\"]",
               "pooler = REGISTRIES[\"poolers\"].build(spec, hidden_size=model.config.hidden_size).eval()"]
     if pooler_weights:
-        before += ["from safetensors.torch import load_file",
-                   "pooler.load_state_dict(load_file(\"PATH/pooler.safetensors\"))"]
-    return before, ["    with torch.inference_mode():",
-                    "        emb = pooler(hidden.float(), batch[\"attention_mask\"], pooled)"]
+        before.append("pooler.load_state_dict(load_file(\"PATH/pooler.safetensors\"))   # its trained weights")
+    return imports, before, ["    with torch.inference_mode():",
+                             "        emb = pooler(hidden, batch[\"attention_mask\"], pooled)"]
 
 
 def _usage_transformers(settings, mrl, pooler_weights: bool) -> list[str]:
-    before, pool = _pooling_lines(settings.pooler, pooler_weights)
+    imports, before, pool = _pooling_lines(settings.pooler, pooler_weights)
     exclude = bool(settings.pooler.get("exclude_instruction"))
     lines = [
         "### transformers",
         "",
         "```python",
-        "import torch",
-        "from transformers import AutoModel, AutoTokenizer",
+        *(imports or ["import torch", "from transformers import AutoModel, AutoTokenizer"]),
         "",
         "tok = AutoTokenizer.from_pretrained(\"PATH\")",
         "model = AutoModel.from_pretrained(\"PATH\", trust_remote_code=True).eval()   # forward applies config.default_mask",
