@@ -182,6 +182,13 @@ def test_other_poolers_export(tmp_path, pooler, module_dir):
     st = SentenceTransformer(str(out), device="cpu", trust_remote_code=custom)
     np.testing.assert_allclose(st.encode(SENTENCES), source.encode(SENTENCES), atol=1e-5)
     np.testing.assert_allclose(st.encode(SENTENCES, prompt_name="query"), source.encode_queries(SENTENCES), atol=1e-5)
+    if pooler["type"] == "latent_attention":
+        # a copy sentence-transformers re-saves has neither embedder.json nor pooler.safetensors at its
+        # top: Embedder takes the settings from config.json and the weights from 1_ConanPooling/
+        st.save(str(tmp_path / "resaved"))
+        assert not (tmp_path / "resaved" / "pooler.safetensors").exists()
+        again = Embedder.load(tmp_path / "resaved")
+        np.testing.assert_allclose(again.encode_queries(SENTENCES), source.encode_queries(SENTENCES), atol=1e-5)
 
 
 def test_cli_export_and_errors(run_dir, tmp_path, capsys):
