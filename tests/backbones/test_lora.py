@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
 
 import pytest
 import torch
@@ -150,8 +151,9 @@ def test_the_soft_mask_reaches_attention_through_an_adapted_decoder():
 @pytest.mark.slow
 def test_weak_stage_with_lora_trains_only_the_adapters(tmp_path, caplog):
     """The weak stage on a randomly initialised Qwen2 (model.path) with LoRA: the base weights in
-    the stage's checkpoint are bit-identical to the starting model, the adapters moved, and final/
-    holds plain merged weights (W + alpha/r B A) that the next stage and Embedder load."""
+    the stage's checkpoint are bit-identical to the starting model, the adapters moved, final/
+    holds plain merged weights (W + alpha/r B A) that the next stage and Embedder load, and a
+    stage killed mid-way resumes to the same final/."""
     from safetensors.torch import load_file
 
     from conan_core.backbones.hf import HFDecoder
@@ -162,6 +164,7 @@ def test_weak_stage_with_lora_trains_only_the_adapters(tmp_path, caplog):
     from conan_core.train.prepare import prepare_run, tokenizer_dir
     from conan_core.train.stages import run_stage
     from conan_core.train.stages.common import load_final_model
+    from tests.train.harness import copy_run, run_cli
 
     run, base_dir = tmp_path / "run", tmp_path / "qwen2"
     sizes = {k: v for k, v in TINY_HF.items() if k != "type"}
@@ -218,3 +221,13 @@ def test_weak_stage_with_lora_trains_only_the_adapters(tmp_path, caplog):
                if k in final)
     embedder = Embedder.load(run)
     assert not has_lora(embedder.model) and embedder.encode(["a text"]).shape == (1, 32)
+
+    # SIGKILL mid-stage and resume (adapters injected again, then read from the checkpoint): exact
+    out = copy_run(run, tmp_path / "killed", ())
+    args = ["weak", str(out / "config.yaml"), "--run-dir", str(out), "--no-progress"]
+    killed = run_cli(args, fault="kill@step=5")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = run_cli(args)
+    assert resumed.returncode == 0 and "step-000003" in resumed.stderr, resumed.stderr[-3000:]
+    again = load_file(str(out / "weak" / "final" / "model.safetensors"))
+    assert again.keys() == final.keys() and all(torch.equal(again[k], final[k]) for k in final)
