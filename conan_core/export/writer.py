@@ -181,8 +181,9 @@ def _write_export(tmp: Path, model_dir: Path, run_root: Path | None, max_length:
     missing = [name for name in CODE_FILES if not (tmp / name).is_file()]
     if missing:
         raise ExportError(f"export: transformers did not write the code files {missing} into {tmp}; this "
-                          "transformers version no longer copies remote code on save. Pin transformers to a "
-                          "version that does (4.46 to 5.x are tested)")
+                          "transformers version no longer copies the code of classes registered for an Auto "
+                          "class on save (custom_object_save). Pin transformers to a version that does "
+                          "(5.25 is tested)")
     embedder.tokenizer.save_pretrained(str(tmp))
     _set_tokenizer_max_length(tmp, settings.max_length)
 

@@ -164,10 +164,9 @@ def save_final(ctx: StageContext, plan: StageWiring, trainer: Any) -> Path:
 
 def _write_final(ctx: StageContext, plan: StageWiring, full: dict | None, tmp: Path) -> None:
     from conan_core.backbones.hf import HFDecoder
-    from conan_core.embedder import quiet_transformers
-
     from conan_core.backbones.lora import adapter_host, has_lora, lora_spec_of, merged_state_dict
     from conan_core.builder import build_backbone
+    from conan_core.embedder import quiet_transformers
 
     with writing(tmp):
         model = plan.model
