@@ -77,10 +77,13 @@ class HFBackbone(Backbone):
                                  f"num_key_value_heads ({self.num_key_value_heads})")
             if self.lora is not None and self.path is None:
                 # checked here so `conan validate` names a wrong layer before any run starts; a
-                # pretrained `path` is checked when the model is built (stage start, --dry-run)
+                # pretrained `path` (and a model type whose small probe cannot be built) is
+                # checked when the model is built (stage start, --dry-run)
                 from conan_core.backbones.lora import check_targets
 
-                check_targets(self.lora, hf_linear_names(self.model_type), f"a transformers {self.model_type!r} model")
+                names = hf_linear_names(self.model_type)
+                if names is not None:
+                    check_targets(self.lora, names, f"a transformers {self.model_type!r} model")
             return self
 
     def hf_config(self, vocab_size: int):
@@ -142,17 +145,21 @@ class HFBackbone(Backbone):
 
 
 @functools.lru_cache(maxsize=None)
-def hf_linear_names(model_type: str) -> list[str]:
+def hf_linear_names(model_type: str) -> list[str] | None:
     """Leaf names of the linear layers of a transformers ``model_type`` causal LM (one small layer,
-    built on the meta device)."""
+    built on the meta device), or None when this model type cannot be built from those sizes (the
+    full model is checked when it is built)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from conan_core.backbones.lora import linear_names
 
-    config = AutoConfig.for_model(model_type, vocab_size=32, hidden_size=32, num_hidden_layers=1,
-                                  num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    try:
+        config = AutoConfig.for_model(model_type, vocab_size=32, hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # any model class transformers cannot build this way: no early check, not an error
+        return None
     return linear_names(model)
 
 
