@@ -114,6 +114,7 @@ def render_model_card(*, name: str, config: dict, settings, mask: str | dict, n_
         f"| vocabulary | {arch.get('vocab_size')} |",
         f"| max positions | {arch.get('max_position_embeddings')} |",
         f"| parameters | {n_params:,} |",
+        *_lora_rows(run_config),
         "",
         "## Embeddings",
         "",
@@ -177,6 +178,17 @@ def render_model_card(*, name: str, config: dict, settings, mask: str | dict, n_
     lines += _usage_sentence_transformers(settings, mrl, custom_pooling)
     lines += _usage_transformers(settings, mrl, pooler_weights)
     return "\n".join(lines)
+
+
+def _lora_rows(run_config: dict) -> list[str]:
+    """The architecture table's LoRA row when the run trained adapters (they are merged here)."""
+    model = run_config.get("model") if isinstance(run_config.get("model"), dict) else {}
+    lora = model.get("lora")
+    if not isinstance(lora, dict):
+        return []
+    targets = ", ".join(lora.get("target_modules") or [])
+    return [f"| training | LoRA r={lora.get('r')}, alpha={lora.get('alpha')} on {targets}, merged into these "
+            "weights after every stage |"]
 
 
 def _usage_conan_core(settings, mrl) -> list[str]:

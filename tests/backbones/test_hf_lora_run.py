@@ -57,6 +57,8 @@ def test_conan_run_with_an_hf_backbone_and_lora_exports_and_reports(tmp_path):
     assert "BM25" in res.stdout
     config = json.loads((out / "export" / "config.json").read_text())
     assert config["model_type"] == "conan_hf_embedder" and config["decoder"]["model_type"] == "qwen2"
+    card = (out / "export" / "README.md").read_text()
+    assert "| training | LoRA r=8, alpha=16.0 on q_proj, v_proj, merged" in card
 
     for stage in ("pretrain", "sft", "weak", "supervised"):
         with safe_open(str(out / stage / "final" / "model.safetensors"), "pt") as f:
