@@ -124,7 +124,8 @@ def resolve_model_dir(path: str | Path) -> tuple[Path, Path | None]:
 
 
 def _read_settings(model_dir: Path, run_dir: Path | None) -> EmbedderSettings:
-    """embedder.json of ``model_dir``, else defaults completed from the run's config.yaml."""
+    """embedder.json of ``model_dir``; else, for an export re-saved by another library, the copy its
+    config.json keeps (``embedder``); else defaults completed from the run's config.yaml."""
     file = model_dir / EMBEDDER_FILE
     if file.is_file():
         try:
@@ -132,6 +133,9 @@ def _read_settings(model_dir: Path, run_dir: Path | None) -> EmbedderSettings:
         except json.JSONDecodeError as exc:
             raise ConanError(f"{file}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
         return EmbedderSettings.from_dict(data, str(file))
+    kept = _exported_settings(model_dir)
+    if kept is not None:
+        return EmbedderSettings.from_dict(kept, f"{model_dir / 'config.json'} (embedder)")
     settings = EmbedderSettings()
     # a model without embedder.json (pretrain / sft final): take max_length and the instruction from
     # the run config when there is one, and pool its bidirectional hidden states by the mean
@@ -148,6 +152,25 @@ def _read_settings(model_dir: Path, run_dir: Path | None) -> EmbedderSettings:
         settings.query_instruction = str(sup.get("query_instruction") or "")
         settings.stage = stage
     return settings
+
+
+def _exported_settings(model_dir: Path) -> dict | None:
+    """The ``embedder`` entry of an export's config.json (see conan_core.export.remote_code), or None."""
+    file = model_dir / "config.json"
+    try:
+        cfg = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    kept = cfg.get("embedder") if isinstance(cfg, dict) else None
+    return kept if isinstance(kept, dict) else None
+
+
+def _pooler_weights(model_dir: Path) -> Path:
+    """``pooler.safetensors`` of ``model_dir``; in an export re-saved by sentence-transformers (which
+    writes no such file) the copy in its ``1_ConanPooling/`` module."""
+    file = model_dir / POOLER_WEIGHTS
+    module_copy = model_dir / "1_ConanPooling" / POOLER_WEIGHTS
+    return module_copy if not file.is_file() and module_copy.is_file() else file
 
 
 def _find_tokenizer_dir(model_dir: Path, run_dir: Path | None) -> Path:
@@ -179,12 +202,18 @@ def _resolve_dtype(dtype: Any, device: str):
 
 
 def load_backbone(model_dir: Path):
-    """The encoder module of ``model_dir``: ``ConanModel`` for ``model_type == "conan"``, any other
-    transformers causal LM wrapped in :class:`~conan_core.backbones.hf.HFDecoder`. float32, CPU."""
+    """The encoder module of ``model_dir``: ``ConanModel`` for ``model_type == "conan"`` (a stage's
+    final/), the export classes for an export (``conan_embedder``, ``conan_hf_embedder``: see
+    :mod:`conan_core.export.remote_code`), any other transformers causal LM wrapped in
+    :class:`~conan_core.backbones.hf.HFDecoder`. float32, CPU."""
     import torch
 
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     with quiet_transformers():
+        if cfg.get("model_type") in ("conan_embedder", "conan_hf_embedder"):
+            from conan_core.export.remote_code import EXPORT_MODEL_TYPES
+
+            return EXPORT_MODEL_TYPES[cfg["model_type"]][1].from_pretrained(str(model_dir), dtype=torch.float32)
         if cfg.get("model_type") == "conan":
             import conan_core.model  # noqa: F401  (registers "conan" with the Auto classes)
             from conan_core.model import ConanModel
@@ -257,7 +286,7 @@ class Embedder:
         tokenizer = load_tokenizer(_find_tokenizer_dir(model_dir, run_dir))
         pooler = REGISTRIES["poolers"].build(settings.pooler, "embedder.json pooler",
                                              hidden_size=int(model.config.hidden_size))
-        weights = model_dir / POOLER_WEIGHTS
+        weights = _pooler_weights(model_dir)
         if weights.is_file():
             from safetensors.torch import load_file
 

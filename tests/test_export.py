@@ -1,5 +1,7 @@
 """Export: the same embeddings from Embedder, transformers AutoModel + pooling and
-sentence-transformers, with and without trust_remote_code; poolers ST cannot express; the card."""
+sentence-transformers (prompts, encode_query / encode_document, truncate_dim), with and without
+trust_remote_code; poolers ST cannot express; masks that are neither causal nor bidirectional;
+the card. Re-saving is in test_export_resave.py, the card's snippets in test_export_card.py."""
 
 from __future__ import annotations
 
@@ -42,27 +44,37 @@ def mean_pool(hidden: torch.Tensor, attention: torch.Tensor) -> np.ndarray:
 
 
 def test_layout_config_and_card(exported):
+    import conan_core.export.remote_code as remote_code
+
     names = {p.name for p in exported.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_conan.py", "modeling_conan.py", "tokenizer.json",
             "embedder.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
             "1_Pooling", "2_Normalize", "README.md"} <= names
     config = json.loads((exported / "config.json").read_text())
-    assert config["default_mask"] == "bidirectional" and config["architectures"] == ["ConanModel"]
-    assert config["auto_map"] == {"AutoConfig": "configuration_conan.ConanConfig",
-                                  "AutoModel": "modeling_conan.ConanModel"}
+    assert config["model_type"] == "conan_embedder" and config["architectures"] == ["ConanEmbedderModel"]
+    assert config["default_mask"] == "bidirectional" and config["default_alpha"] == 1.0
+    assert config["auto_map"] == {"AutoConfig": "configuration_conan.ConanEmbedderConfig",
+                                  "AutoModel": "modeling_conan.ConanEmbedderModel"}
+    assert config["embedder"] == json.loads((exported / "embedder.json").read_text())
+    # the code files are conan_core's own modules, copied by transformers' save mechanism
+    package = Path(remote_code.__file__).parent
+    for name in ("configuration_conan.py", "modeling_conan.py"):
+        assert (exported / name).read_bytes() == (package / name).read_bytes(), name
     pooling = json.loads((exported / "1_Pooling" / "config.json").read_text())
     assert pooling["pooling_mode_mean_tokens"] is True and pooling["include_prompt"] is True
     st = json.loads((exported / "config_sentence_transformers.json").read_text())
-    assert st["prompts"]["query"] == "<instruct>Find passages that answer the question<query>"
+    assert st["prompts"] == {"query": "<instruct>Find passages that answer the question<query>", "document": ""}
     assert json.loads((exported / "sentence_bert_config.json").read_text())["max_seq_length"] == 64
     card = (exported / "README.md").read_text()
     for needle in ("## Architecture", "## Training", "| supervised |", "## Evaluation", "| retrieval | ndcg@10 | 0.5000 | 0.2500 |",
-                   "MRL dims | 8, 16, 32", "SentenceTransformer(", "AutoModel.from_pretrained", "trust_remote_code"):
+                   "MRL dims | 8, 16, 32", 'SentenceTransformer("PATH", trust_remote_code=True)',
+                   'AutoModel.from_pretrained("PATH", trust_remote_code=True)', "import conan_core.export.remote_code",
+                   "does **not** re-normalise", "writes the two code files again"):
         assert needle in card, needle
 
 
-def test_embedder_and_autmodel_agree(run_dir, exported):
-    import conan_core.model  # noqa: F401  (registers "conan")
+def test_embedder_and_automodel_agree(run_dir, exported):
+    import conan_core.export.remote_code  # noqa: F401  (registers the export classes: no remote code needed)
     from transformers import AutoModel, AutoTokenizer
 
     source = Embedder.load(run_dir)
@@ -70,8 +82,9 @@ def test_embedder_and_autmodel_agree(run_dir, exported):
     np.testing.assert_allclose(again.encode_queries(SENTENCES), source.encode_queries(SENTENCES), atol=1e-6)
 
     model = AutoModel.from_pretrained(str(exported)).eval()
+    assert type(model).__name__ == "ConanEmbedderModel"
     assert type(model.default_mask()).__name__ == "BidirectionalMask", \
-        "ConanModel ignores config.default_mask: a plain forward must use the exported mask"
+        "the export ignores config.default_mask: a plain forward must use the exported mask"
     tok = AutoTokenizer.from_pretrained(str(exported))
     batch = tok(SENTENCES, padding=True, truncation=True, max_length=64, return_tensors="pt")
     with torch.inference_mode():
@@ -80,7 +93,7 @@ def test_embedder_and_autmodel_agree(run_dir, exported):
 
 
 def test_sentence_transformers_agrees(run_dir, exported):
-    import conan_core.model  # noqa: F401
+    import conan_core.export.remote_code  # noqa: F401
     from sentence_transformers import SentenceTransformer
 
     source = Embedder.load(run_dir)
@@ -88,6 +101,18 @@ def test_sentence_transformers_agrees(run_dir, exported):
     assert st.max_seq_length == 64
     np.testing.assert_allclose(st.encode(SENTENCES), source.encode(SENTENCES), atol=1e-5)
     np.testing.assert_allclose(st.encode(SENTENCES, prompt_name="query"), source.encode_queries(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(st.encode_query(SENTENCES), source.encode_queries(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(st.encode_document(SENTENCES), source.encode_corpus(SENTENCES), atol=1e-5)
+    # another instruction: the prompt carries both markers, as the card says
+    other = "Retrieve the definition of the term"
+    np.testing.assert_allclose(st.encode(SENTENCES, prompt=f"<instruct>{other}<query>"),
+                               source.encode(SENTENCES, instruction=other), atol=1e-5)
+    bare = st.encode(SENTENCES, prompt=other)  # no markers: not the trained input format
+    assert np.abs(bare - source.encode(SENTENCES, instruction=other)).max() > 1e-3
+    # truncate_dim alone cuts the unit vector and does not re-normalise (the card says so)
+    cut = st.encode(SENTENCES, truncate_dim=8)
+    np.testing.assert_allclose(cut, source.encode(SENTENCES)[:, :8], atol=1e-5)
+    assert np.linalg.norm(cut, axis=1).max() < 1 - 1e-3
     small = st.encode(SENTENCES, truncate_dim=8, normalize_embeddings=True)
     np.testing.assert_allclose(small, source.encode(SENTENCES, dim=8), atol=1e-5)
 
@@ -100,10 +125,11 @@ TRUST_REMOTE_SCRIPT = textwrap.dedent("""
     from sentence_transformers import SentenceTransformer
 
     path, out = sys.argv[1], sys.argv[2]
-    assert "conan_core" not in sys.modules  # only the export's shims import it, through trust_remote_code
+    assert "conan_core" not in sys.modules  # only the export's code files import it, through trust_remote_code
     texts = {texts!r}
     model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
-    assert type(model).__name__ == "ConanModel" and "conan_core" in sys.modules
+    assert type(model).__name__ == "ConanEmbedderModel" and "conan_core" in sys.modules
+    assert type(model).__module__.startswith("transformers_modules.")  # the directory's own file
     tok = AutoTokenizer.from_pretrained(path)
     batch = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
     with torch.inference_mode():
@@ -139,7 +165,7 @@ def test_trust_remote_code_without_importing_conan_core(run_dir, exported, tmp_p
     ({"type": "first_token", "exclude_instruction": True}, "1_Pooling"),
 ])
 def test_other_poolers_export(tmp_path, pooler, module_dir):
-    import conan_core.model  # noqa: F401
+    import conan_core.export.remote_code  # noqa: F401
     from sentence_transformers import SentenceTransformer
 
     root = tiny_run.build_tiny_run(tmp_path / "run", pooler=pooler)
@@ -156,6 +182,13 @@ def test_other_poolers_export(tmp_path, pooler, module_dir):
     st = SentenceTransformer(str(out), device="cpu", trust_remote_code=custom)
     np.testing.assert_allclose(st.encode(SENTENCES), source.encode(SENTENCES), atol=1e-5)
     np.testing.assert_allclose(st.encode(SENTENCES, prompt_name="query"), source.encode_queries(SENTENCES), atol=1e-5)
+    if pooler["type"] == "latent_attention":
+        # a copy sentence-transformers re-saves has neither embedder.json nor pooler.safetensors at its
+        # top: Embedder takes the settings from config.json and the weights from 1_ConanPooling/
+        st.save(str(tmp_path / "resaved"))
+        assert not (tmp_path / "resaved" / "pooler.safetensors").exists()
+        again = Embedder.load(tmp_path / "resaved")
+        np.testing.assert_allclose(again.encode_queries(SENTENCES), source.encode_queries(SENTENCES), atol=1e-5)
 
 
 def test_cli_export_and_errors(run_dir, tmp_path, capsys):
@@ -163,6 +196,11 @@ def test_cli_export_and_errors(run_dir, tmp_path, capsys):
 
     out = tmp_path / "cli_export"
     assert main(["export", str(run_dir), "--out", str(out), "--max-length", "32"]) == 0
+    printed = capsys.readouterr().out
+    # the hints say what a fresh process needs: trust_remote_code (or the registering import)
+    assert f"SentenceTransformer({str(out)!r}, trust_remote_code=True)" in printed
+    assert f"AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True)" in printed
+    assert "import conan_core.export.remote_code" in printed
     assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 32
     assert json.loads((out / "embedder.json").read_text())["max_length"] == 32
     assert main(["export", str(run_dir / "supervised" / "final"), "--out", str(run_dir / "supervised" / "final")]) == 1
@@ -171,15 +209,46 @@ def test_cli_export_and_errors(run_dir, tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
 
 
-def test_default_mask_value():
-    from conan_core.export import ExportError
-    from conan_core.export.writer import default_mask_value
+def test_export_mask():
+    from conan_core.export.writer import export_mask
     from conan_core.registries import REGISTRIES
 
     soft = REGISTRIES["masks"].resolve({"type": "soft"})
-    assert default_mask_value(soft, 1.0) == "bidirectional" and default_mask_value(soft, 0.0) == "causal"
-    assert default_mask_value({"type": "bidirectional"}, 0.3) == "bidirectional"
-    with pytest.raises(ExportError, match="neither causal nor bidirectional"):
-        default_mask_value(soft, 0.5)
-    with pytest.raises(ExportError):  # the translated-Eq.-4 variant never becomes bidirectional
-        default_mask_value({"type": "soft", "row_scaling": "i_over_l"}, 1.0)
+    assert export_mask(soft, 1.0) == ("bidirectional", 1.0) and export_mask(soft, 0.0) == ("causal", 0.0)
+    assert export_mask({"type": "bidirectional"}, 0.3) == ("bidirectional", 0.3)
+    assert export_mask(soft, 0.5) == (soft, 0.5)  # mid-schedule: the spec and its alpha travel
+    i_over_l = {**soft, "row_scaling": "i_over_l"}  # never bidirectional, even at alpha 1
+    assert export_mask(i_over_l, 1.0) == (i_over_l, 1.0)
+
+
+@pytest.mark.parametrize("mask,alpha", [({"type": "soft"}, 0.5), ({"type": "soft", "row_scaling": "i_over_l"}, 1.0)])
+def test_a_mask_between_causal_and_bidirectional_exports(tmp_path, mask, alpha):
+    """A stage that ended with a soft mask (mid-schedule, or the i_over_l variant) exports: a plain
+    forward applies the mask at its alpha, and every path gives Embedder's vectors."""
+    import conan_core.export.remote_code  # noqa: F401
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    from conan_core.registries import REGISTRIES
+
+    root = tiny_run.build_tiny_run(tmp_path / "run")
+    settings_file = root / "supervised" / "final" / "embedder.json"
+    settings = json.loads(settings_file.read_text())
+    spec = REGISTRIES["masks"].resolve(mask)
+    settings.update(mask=spec, alpha=alpha)
+    settings_file.write_text(json.dumps(settings))
+    out = export_run(root, tmp_path / "export", verify=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["default_mask"] == spec and config["default_alpha"] == alpha
+    source = Embedder.load(root)
+    model = AutoModel.from_pretrained(str(out)).eval()
+    tok = AutoTokenizer.from_pretrained(str(out))
+    batch = tok(SENTENCES, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    np.testing.assert_allclose(mean_pool(hidden, batch["attention_mask"]), source.encode(SENTENCES), atol=1e-5)
+    st = SentenceTransformer(str(out), device="cpu")
+    np.testing.assert_allclose(st.encode_query(SENTENCES), source.encode_queries(SENTENCES), atol=1e-5)
+    # and the mask matters: the same weights under the bidirectional mask give other vectors
+    twin = Embedder.load(tiny_run.build_tiny_run(tmp_path / "twin"))
+    assert np.abs(twin.encode(SENTENCES) - source.encode(SENTENCES)).max() > 1e-3

@@ -66,7 +66,7 @@ def test_foreign_directory_needs_overwrite_and_keeps_its_files(source, tmp_path,
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt"]
     assert main(["export", str(source), "--out", str(out), "--overwrite"]) == 0
     assert (out / "notes.txt").read_text() == "mine"  # files of other names stay
-    assert json.loads((out / "config.json").read_text())["model_type"] == "conan"
+    assert json.loads((out / "config.json").read_text())["model_type"] == "conan_embedder"
     assert not (out / EXPORT_MARKER).exists()  # a merged directory is never replaced wholesale later
     assert main(["export", str(source), "--out", str(out)]) == ExportError.exit_code
 

@@ -23,6 +23,10 @@ class Backbone(ABC):
     * ``save_pretrained(dir)``.
 
     ``meta=True`` builds on the meta device (no memory; parameter counting, planning).
+
+    A backbone whose Config has a ``lora`` field (:class:`~conan_core.backbones.lora.LoraSpec`)
+    returns from ``build`` a model with LoRA adapters injected and every other parameter frozen;
+    :meth:`adapt` does the same to a model loaded elsewhere (a stage's ``final/``).
     """
 
     class Config(ComponentConfig):
@@ -34,3 +38,11 @@ class Backbone(ABC):
     @abstractmethod
     def build(self, vocab_size: int, *, meta: bool = False):
         """Abstract: see the class docstring."""
+
+    def adapt(self, model):
+        """``model`` with the spec's LoRA adapters injected (``apply_lora``), or unchanged when the
+        spec has none. Called by ``build`` and on models loaded from a stage's ``final/``."""
+        from conan_core.backbones.lora import apply_lora, lora_spec_of
+
+        spec = lora_spec_of(self.config)
+        return model if spec is None else apply_lora(model, spec)

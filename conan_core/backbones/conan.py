@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from conan_core.backbones.base import Backbone
+from conan_core.backbones.lora import LoraSpec
 from conan_core.registry import ComponentConfig, component_field
 
 
@@ -30,6 +32,8 @@ class ConanBackbone(Backbone):
         attention: dict[str, Any] = component_field("attention", "sdpa", description="attention kernel")
         norm: dict[str, Any] = component_field("norms", "torch", description="RMSNorm implementation")
         gradient_checkpointing: bool = Field(False, description="recompute blocks in backward to save memory")
+        lora: LoraSpec | None = Field(None, description="LoRA adapters (peft) on linear layers; only they "
+                                                        "train, each stage's final/ holds the merged weights")
 
         @model_validator(mode="after")
         def _shapes(self):
@@ -38,6 +42,11 @@ class ConanBackbone(Backbone):
                                  f"num_key_value_heads ({self.num_key_value_heads})")
             if self.head_dim % 2:
                 raise ValueError(f"head_dim must be even for RoPE (got {self.head_dim})")
+            if self.lora is not None:
+                # checked here so `conan validate` names a wrong layer before any run starts
+                from conan_core.backbones.lora import check_targets
+
+                check_targets(self.lora, conan_linear_names(), "the conan backbone")
             return self
 
     def to_hf_config(self, vocab_size: int):
@@ -69,7 +78,20 @@ class ConanBackbone(Backbone):
             model = ConanForCausalLM(config)
         if self.config.gradient_checkpointing:
             enable_checkpointing(model)
-        return model
+        return self.adapt(model)
+
+
+@functools.lru_cache(maxsize=1)
+def conan_linear_names() -> list[str]:
+    """Leaf names of the Conan decoder's linear layers (a one-layer model on the meta device)."""
+    import torch
+
+    from conan_core.backbones.lora import linear_names
+    from conan_core.model import ConanConfig, ConanForCausalLM
+
+    with torch.device("meta"):
+        model = ConanForCausalLM(ConanConfig(vocab_size=8, num_hidden_layers=1))
+    return linear_names(model)
 
 
 def enable_checkpointing(model: Any) -> None:

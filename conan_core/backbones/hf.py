@@ -10,6 +10,7 @@ causal attention after a library upgrade changed how custom masks are read.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import torch
@@ -17,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from conan_core.backbones.base import Backbone
+from conan_core.backbones.lora import LoraSpec
 from conan_core.errors import ConanError
 from conan_core.registry import ComponentConfig
 
@@ -50,6 +52,8 @@ class HFBackbone(Backbone):
             "sdpa", description="transformers attention; flash kernels ignore 4-D masks and are refused")
         gradient_checkpointing: bool = Field(False, description="recompute blocks in backward")
         check_mask: bool = Field(True, description="probe at build that the 4-D mask reaches attention")
+        lora: LoraSpec | None = Field(None, description="LoRA adapters (peft) on linear layers; only they "
+                                                        "train, each stage's final/ holds the merged weights")
 
         @field_validator("model_type")
         @classmethod
@@ -71,6 +75,15 @@ class HFBackbone(Backbone):
             if self.num_attention_heads % self.num_key_value_heads:
                 raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
                                  f"num_key_value_heads ({self.num_key_value_heads})")
+            if self.lora is not None and self.path is None:
+                # checked here so `conan validate` names a wrong layer before any run starts; a
+                # pretrained `path` (and a model type whose small probe cannot be built) is
+                # checked when the model is built (stage start, --dry-run)
+                from conan_core.backbones.lora import check_targets
+
+                names = hf_linear_names(self.model_type)
+                if names is not None:
+                    check_targets(self.lora, names, f"a transformers {self.model_type!r} model")
             return self
 
     def hf_config(self, vocab_size: int):
@@ -128,7 +141,26 @@ class HFBackbone(Backbone):
             from conan_core.backbones.conan import enable_checkpointing
 
             enable_checkpointing(model)
-        return HFDecoder(model)
+        return self.adapt(HFDecoder(model))
+
+
+@functools.lru_cache(maxsize=None)
+def hf_linear_names(model_type: str) -> list[str] | None:
+    """Leaf names of the linear layers of a transformers ``model_type`` causal LM (one small layer,
+    built on the meta device), or None when this model type cannot be built from those sizes (the
+    full model is checked when it is built)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from conan_core.backbones.lora import linear_names
+
+    try:
+        config = AutoConfig.for_model(model_type, vocab_size=32, hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # any model class transformers cannot build this way: no early check, not an error
+        return None
+    return linear_names(model)
 
 
 class HFDecoder(nn.Module):
@@ -160,46 +192,26 @@ class HFDecoder(nn.Module):
     def attention_bias(self, attention_mask: torch.Tensor | None, input_ids: torch.Tensor, *,
                        mask: Any = None, alpha: float = 0.0,
                        segment_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """The 4-D additive mask ``[B, 1, L, L]`` fed to the library: ``log M`` of ``mask``
-        (causal when None) in the compute dtype, closed entries at the dtype's finite minimum
-        (the value transformers itself uses, safe in every kernel)."""
-        from conan_core.masks.base import MaskContext
-        from conan_core.registries import REGISTRIES
-
-        batch, length = input_ids.shape[:2]
-        device = input_ids.device
-        if attention_mask is None:
-            lengths = torch.full((batch,), length, dtype=torch.long, device=device)
-        else:
-            lengths = attention_mask.to(device).long().sum(-1)
-        ctx = MaskContext(lengths=lengths, seq_len=length, alpha=float(alpha), segment_ids=segment_ids)
-        if mask is None:
-            mask = REGISTRIES["masks"].build({"type": "causal"})
-        dtype = _compute_dtype(self.hf, device)
-        bias = mask.bias(ctx, dtype).to(device)
-        return bias.clamp(min=torch.finfo(dtype).min)
+        """The 4-D additive mask ``[B, 1, L, L]`` fed to the library (see :func:`attention_bias`)."""
+        ctx = mask_context_of(attention_mask, input_ids.shape[0], input_ids.shape[1], alpha, segment_ids,
+                              input_ids.device)
+        return attention_bias(self.hf, ctx, mask)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                mask: Any = None, alpha: float = 0.0, segment_ids: torch.Tensor | None = None,
                position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Last hidden state [B, L, H] (after the final norm) of a right-padded batch under ``mask``,
-        through ``self(..., return_hidden=True)`` so module hooks (DDP / FSDP2) run.
+        """Last hidden state [B, L, H] (after the final norm) of a batch under ``mask``, through
+        ``self(..., return_hidden=True)`` so module hooks (DDP / FSDP2) run.
 
-        Positions are ``0..L-1`` (restarting per segment when ``segment_ids`` is given)."""
+        Padding may sit anywhere (see :func:`masked_forward`); positions are ``0..L-1`` for right
+        padding (restarting per segment when ``segment_ids`` is given)."""
         return self(input_ids, attention_mask, mask=mask, alpha=alpha, segment_ids=segment_ids,
                     position_ids=position_ids, return_hidden=True)
 
     def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *, mask: Any,
                 alpha: float, segment_ids: torch.Tensor | None, position_ids: torch.Tensor | None) -> torch.Tensor:
-        from conan_core.model.rope import default_position_ids
-
-        bias = self.attention_bias(attention_mask, input_ids, mask=mask, alpha=alpha, segment_ids=segment_ids)
-        if position_ids is None:
-            batch, length = input_ids.shape[:2]
-            position_ids = default_position_ids(batch, length, input_ids.device, segment_ids)
-        out = self.hf.base_model(input_ids=input_ids, attention_mask=bias, position_ids=position_ids,
-                                 use_cache=False)
-        return out.last_hidden_state
+        return masked_forward(self.hf.base_model, input_ids, attention_mask, mask=mask, alpha=alpha,
+                              segment_ids=segment_ids, position_ids=position_ids).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, *, mask: Any = None, alpha: float = 0.0,
@@ -239,6 +251,68 @@ class _BaseModelCall:
         return BaseModelOutput(last_hidden_state=hidden)
 
 
+def mask_context_of(attention_mask: torch.Tensor | None, batch: int, length: int, alpha: float,
+                    segment_ids: torch.Tensor | None, device: torch.device):
+    """The :class:`~conan_core.masks.base.MaskContext` of a call without a KV cache: the padding
+    layout read from the 0/1 ``attention_mask`` [B, L] (None = no padding; right padding is the fast
+    path, any other layout carries the real-token mask), as :class:`~conan_core.model.ConanModel`
+    reads it, so both backbones see the same mask for the same batch."""
+    from conan_core.model.inputs import mask_context
+
+    return mask_context(attention_mask, batch, length, 0, alpha, segment_ids, device)
+
+
+def attention_bias(model: nn.Module, ctx: Any, mask: Any = None) -> torch.Tensor:
+    """The 4-D additive mask ``[B, 1, L, L]`` of ``mask`` (causal when None) under ``ctx``: ``log M``
+    in the compute dtype of ``model`` (the autocast dtype when autocast is on), closed entries at
+    the dtype's finite minimum (the value transformers itself uses, safe in every kernel)."""
+    from conan_core.registries import REGISTRIES
+
+    if mask is None:
+        mask = REGISTRIES["masks"].build({"type": "causal"})
+    dtype = _compute_dtype(model, ctx.device)
+    bias = mask.bias(ctx, dtype).to(ctx.device)
+    return bias.clamp(min=torch.finfo(dtype).min)
+
+
+def masked_forward(base_model: nn.Module, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, *,
+                   mask: Any = None, alpha: float = 0.0, segment_ids: torch.Tensor | None = None,
+                   position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                   output_hidden_states: bool = False):
+    """Run a transformers base model (``LlamaModel``, ``Qwen2Model``, ...) under a ``masks`` component.
+
+    ``attention_mask`` is 0/1 [B, L] (1 = real token; None = no padding) and may have padding
+    anywhere: with left padding or holes the mask rules read each token's rank among the real
+    tokens and the positions are those ranks (``conan_core.model.inputs``), so every real token
+    gets its hidden state of the unpadded sequence; right-padded batches take positions
+    ``0..L-1`` (per document with ``segment_ids``). Returns the library's output
+    (``last_hidden_state`` [B, L, H] after the final norm; ``hidden_states`` when asked).
+    """
+    from conan_core.model.inputs import position_ids_for
+
+    ref = input_ids if input_ids is not None else inputs_embeds
+    batch, length = ref.shape[:2]
+    ctx = mask_context_of(attention_mask, batch, length, alpha, segment_ids, ref.device)
+    bias = attention_bias(base_model, ctx, mask)
+    if position_ids is None:
+        position_ids = position_ids_for(ctx, segment_ids, ref.device)
+    return base_model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=bias,
+                      position_ids=position_ids, use_cache=False, output_hidden_states=output_hidden_states,
+                      return_dict=True)
+
+
+#: (model_type, attn_implementation) pairs whose probe passed in this process
+_PROBED: set[tuple[str, str]] = set()
+
+
+def ensure_mask_reaches_attention(model_type: str, attn_implementation: str) -> None:
+    """:func:`check_mask_reaches_attention`, run once per (model_type, attn_implementation) and process."""
+    key = (model_type, attn_implementation)
+    if key not in _PROBED:
+        check_mask_reaches_attention(model_type, attn_implementation)
+        _PROBED.add(key)
+
+
 def check_mask_reaches_attention(model_type: str, attn_implementation: str) -> None:
     """Raise :class:`MaskIgnoredError` unless a 4-D float mask changes the attention of a tiny
     ``model_type`` model under ``attn_implementation``.
@@ -255,13 +329,14 @@ def check_mask_reaches_attention(model_type: str, attn_implementation: str) -> N
         config = AutoConfig.for_model(
             model_type, vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
             num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64, use_cache=False)
-        with torch.random.fork_rng(devices=[]):
+        # on the CPU without autocast, whatever device context or autocast the caller runs under
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"), _no_autocast():
             torch.manual_seed(0)
             probe = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation).eval()
             ids = torch.randint(0, 32, (1, length))
         causal = torch.full((length, length), torch.finfo(torch.float32).min).triu(1)[None, None]
         bidirectional = torch.zeros(1, 1, length, length)
-        with torch.no_grad():
+        with torch.no_grad(), torch.device("cpu"), _no_autocast():
             base = probe.base_model
             h_causal = base(input_ids=ids, attention_mask=causal, use_cache=False).last_hidden_state
             h_bidir = base(input_ids=ids, attention_mask=bidirectional, use_cache=False).last_hidden_state
@@ -292,6 +367,17 @@ def verify_mask_effect(h_causal: torch.Tensor, h_bidirectional: torch.Tensor, mo
             f"attn_implementation={attn_implementation!r}: {what}. Soft/bidirectional masks would be "
             f"silently wrong. Pin a transformers version where custom 4-D masks reach attention, try "
             f"attn_implementation='eager', or use the 'conan' backbone.")
+
+
+def _no_autocast():
+    """Autocast off on every device type a probe may meet (CPU here; CUDA when a caller runs under it)."""
+    from contextlib import ExitStack
+
+    stack = ExitStack()
+    for device_type in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device_type):
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+    return stack
 
 
 def _compute_dtype(model: nn.Module, device: torch.device) -> torch.dtype:

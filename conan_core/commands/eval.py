@@ -316,6 +316,10 @@ def cmd_export(args) -> int:
     with _run_lock_if_inside(run, out):
         path = export_run(run, out, max_length=args.max_length, verify=args.verify, overwrite=args.overwrite)
     print(f"exported {run} to {path}", file=sys.stderr)
-    print(f"  transformers:          import conan_core.model; AutoModel.from_pretrained({str(path)!r})")
-    print(f"  sentence-transformers: SentenceTransformer({str(path)!r})  (or trust_remote_code=True)")
+    # the directory's code files import the installed conan_core; transformers runs them only when
+    # trusted, or uses the classes conan_core.export.remote_code registers
+    print(f"  conan_core:            Embedder.load({str(path)!r})")
+    print(f"  sentence-transformers: SentenceTransformer({str(path)!r}, trust_remote_code=True)")
+    print(f"  transformers:          AutoModel.from_pretrained({str(path)!r}, trust_remote_code=True)")
+    print("  (both need conan_core installed; without trust_remote_code, import conan_core.export.remote_code first)")
     return 0

@@ -2,26 +2,30 @@
 
 Layout of ``OUT/``::
 
-    config.json, model.safetensors     ConanModel (no LM head); config has default_mask and auto_map
-    configuration_conan.py             shims for trust_remote_code=True: they import the installed
-    modeling_conan.py                  conan_core, so the code is never duplicated
+    config.json, model.safetensors     the encoder (no LM head) with the mask the embedder used:
+                                       model_type "conan_embedder" (Conan decoder) or
+                                       "conan_hf_embedder" (any transformers decoder, e.g. Qwen2)
+    configuration_conan.py             the classes' code (conan_core/export/remote_code), which
+    modeling_conan.py                  imports the installed conan_core; transformers copies both
+                                       files again on every save of a model loaded from OUT
     tokenizer.json, tokenizer_config.json, ...
     embedder.json (+ pooler.safetensors)   what Embedder.load(OUT) reads
-    modules.json, sentence_bert_config.json, config_sentence_transformers.json
+    modules.json, sentence_bert_config.json, config_sentence_transformers.json (prompts "query",
+                                       "document": the instruction format of Embedder)
     1_Pooling/config.json              sentence-transformers Pooling (or 1_ConanPooling/ for poolers
                                        it cannot express: see conan_core.export.st_pooling)
     2_Normalize/                       when the embeddings are normalised
-    README.md                          model card
+    README.md                          model card (its code snippets are run by the tests)
 
-Loading::
+Loading (conan_core must be installed: it holds the model code)::
 
-    import conan_core.model                         # registers model_type "conan"
-    AutoModel.from_pretrained(OUT)                  # or AutoModel.from_pretrained(OUT, trust_remote_code=True)
-    SentenceTransformer(OUT)                        # or SentenceTransformer(OUT, trust_remote_code=True)
+    AutoModel.from_pretrained(OUT, trust_remote_code=True)
+    SentenceTransformer(OUT, trust_remote_code=True)
+    # or, without remote code: import conan_core.export.remote_code (registers both model types)
 
-``config.default_mask`` makes a plain ``forward`` use the mask the embedder used (bidirectional
-after the supervised stage), so AutoModel + pooling, sentence-transformers and ``Embedder`` give
-the same embeddings.
+``config.default_mask`` / ``default_alpha`` make a plain ``forward`` use the mask the embedder
+used (bidirectional after the supervised stage), so AutoModel + pooling, sentence-transformers
+and ``Embedder`` give the same embeddings.
 """
 
 from __future__ import annotations
@@ -35,34 +39,18 @@ from typing import Any
 from conan_core.errors import ConanError
 from conan_core.export.st_pooling import sentence_transformers_pooling
 
-CONFIGURATION_SHIM = '''"""ConanConfig for ``trust_remote_code=True`` loading: imported from the installed conan_core
-(``pip install conan-core``), so this file never drifts from the library."""
-
-from conan_core.model.configuration import ConanConfig
-
-__all__ = ["ConanConfig"]
-'''
-
-MODELING_SHIM = '''"""ConanModel for ``trust_remote_code=True`` loading: imported from the installed conan_core
-(``pip install conan-core``), so this file never drifts from the library."""
-
-from conan_core.model.modeling import ConanForCausalLM, ConanModel, ConanPreTrainedModel
-
-__all__ = ["ConanForCausalLM", "ConanModel", "ConanPreTrainedModel"]
-'''
-
-
 class ExportError(ConanError, ValueError):
     """The run cannot be exported as asked (the message says why and what to do)."""
 
 
-def default_mask_value(mask: dict, alpha: float) -> str:
-    """The ``config.default_mask`` key reproducing the embedder's mask in a plain forward.
+def export_mask(mask: dict, alpha: float) -> tuple[str | dict, float]:
+    """``(default_mask, default_alpha)`` of the export's config: what a plain forward applies.
 
-    ``bidirectional`` / ``causal`` map to themselves; any other mask (the soft mask, a plugin's)
-    is evaluated at the recorded ``alpha`` on a few lengths and must equal one of the two exactly
-    (the default soft mask is bidirectional at alpha 1 and causal at alpha 0, RECIPE §3; its
-    ``i_over_l`` variant never becomes bidirectional). Otherwise :class:`ExportError`.
+    A mask equal to ``causal`` or ``bidirectional`` at the recorded ``alpha`` (checked on a few
+    lengths; the default soft mask is bidirectional at alpha 1 and causal at alpha 0, RECIPE §3)
+    is written as that key, which needs no alpha, no plugin and takes the fast attention paths;
+    any other mask (the soft mask mid-schedule, its ``i_over_l`` variant, a plugin's) is written as
+    its full spec with ``alpha``, so every mask a stage can end with exports.
     """
     import torch
 
@@ -71,15 +59,13 @@ def default_mask_value(mask: dict, alpha: float) -> str:
 
     kind = mask.get("type")
     if kind in ("bidirectional", "causal"):
-        return kind
+        return kind, float(alpha)
     ctx = MaskContext(lengths=torch.tensor([1, 2, 5, 8, 8]), seq_len=8, alpha=float(alpha))
     matrix = REGISTRIES["masks"].build(mask, "embedder.json mask").matrix(ctx)
     for key in ("bidirectional", "causal"):
         if torch.equal(matrix, REGISTRIES["masks"].build({"type": key}).matrix(ctx)):
-            return key
-    raise ExportError(f"embedder.json mask {mask} at alpha {alpha} is neither causal nor bidirectional, so a "
-                      "plain forward (which takes no alpha) cannot reproduce it; export a model whose final "
-                      "stage ended with a causal or bidirectional mask")
+            return key, float(alpha)
+    return dict(mask), float(alpha)
 
 
 #: written into every export; an existing ``--out`` holding it may be replaced without ``--overwrite``
@@ -182,25 +168,22 @@ def _write_export(tmp: Path, model_dir: Path, run_root: Path | None, max_length:
     from conan_core.export.card import write_model_card
 
     embedder = Embedder.load(model_dir, device="cpu", dtype=torch.float32)  # refuses non-finite weights
-    model = embedder.model
-    if getattr(model.config, "model_type", None) != "conan":
-        raise ExportError(f"export supports the conan backbone; {model_dir} holds model_type "
-                          f"{model.config.model_type!r}, whose plain forward cannot carry the embedder's mask. "
-                          "Use Embedder.load on the stage directory instead")
     settings = EmbedderSettings.from_dict(embedder.settings.to_dict())
     if max_length is not None:
         settings.max_length = int(max_length)
-    mask_key = default_mask_value(settings.mask, settings.alpha)
+    default_mask, default_alpha = export_mask(settings.mask, settings.alpha)
 
-    # -- transformers: the encoder only, with the mask it needs and the remote-code shims
-    model.config.default_mask = mask_key
-    model.config.architectures = ["ConanModel"]
-    model.config.auto_map = {"AutoConfig": "configuration_conan.ConanConfig",
-                             "AutoModel": "modeling_conan.ConanModel"}
+    # -- transformers: the encoder only, with the mask it needs; saving a model of the export
+    # classes copies their code files and writes auto_map (the mechanism every re-save repeats)
+    model = export_model(embedder.model, default_mask, default_alpha, settings.to_dict())
     with quiet_transformers():
         model.save_pretrained(str(tmp))
-    (tmp / "configuration_conan.py").write_text(CONFIGURATION_SHIM, encoding="utf-8")
-    (tmp / "modeling_conan.py").write_text(MODELING_SHIM, encoding="utf-8")
+    missing = [name for name in CODE_FILES if not (tmp / name).is_file()]
+    if missing:
+        raise ExportError(f"export: transformers did not write the code files {missing} into {tmp}; this "
+                          "transformers version no longer copies the code of classes registered for an Auto "
+                          "class on save (custom_object_save). Pin transformers to a version that does "
+                          "(5.25 is tested)")
     embedder.tokenizer.save_pretrained(str(tmp))
     _set_tokenizer_max_length(tmp, settings.max_length)
 
@@ -217,11 +200,54 @@ def _write_export(tmp: Path, model_dir: Path, run_root: Path | None, max_length:
 
     # -- model card
     write_model_card(tmp, run_root=run_root, model_dir=model_dir, settings=settings,
-                     model=model, mask_key=mask_key)
+                     model=model, mask=default_mask)
     (tmp / EXPORT_MARKER).write_text(json.dumps({"source": str(model_dir.resolve()),
                                                  "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n",
                                      encoding="utf-8")
     return embedder
+
+
+#: the code files an export carries (conan_core/export/remote_code)
+CODE_FILES = ("configuration_conan.py", "modeling_conan.py")
+#: config fields describing a saved file or set by the export, not the architecture
+_NOT_ARCHITECTURE = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path", "dtype",
+                     "torch_dtype", "default_mask", "default_alpha")
+
+
+def export_model(model, default_mask: str | dict, default_alpha: float, embedder: dict | None = None):
+    """The encoder of an ``Embedder`` model as an export class (see ``conan_core.export.remote_code``).
+
+    ``model`` is a ``ConanModel`` (the ``conan`` backbone, or a previous export) or an ``HFDecoder``
+    / ``HFEmbedderModel`` (the ``hf`` backbone). The Conan encoder's weights are shared, not copied
+    (built on the meta device and assigned); a transformers decoder is wrapped as it is. The LM head
+    is never part of an export. ``embedder``: the embedder.json contents the config keeps."""
+    import torch
+
+    from conan_core.backbones.hf import HFDecoder
+    from conan_core.export.remote_code import ConanEmbedderConfig, ConanEmbedderModel, HFEmbedderConfig, HFEmbedderModel
+    from conan_core.model import ConanModel
+
+    if isinstance(model, ConanModel):
+        fields = {k: v for k, v in model.config.to_dict().items() if k not in _NOT_ARCHITECTURE}
+        fields.pop("embedder", None)
+        config = ConanEmbedderConfig(default_mask=default_mask, default_alpha=default_alpha, embedder=embedder,
+                                     **fields)
+        with torch.device("meta"):
+            out = ConanEmbedderModel(config)
+        out.load_state_dict(model.state_dict(), strict=True, assign=True)
+        return out
+    if isinstance(model, HFDecoder):
+        decoder = model.hf.base_model
+    elif isinstance(model, HFEmbedderModel):
+        decoder = model.decoder
+    else:
+        raise ExportError(f"export: cannot export a {type(model).__name__}; the conan and hf backbones export "
+                          "(ConanModel, HFDecoder)")
+    implementation = getattr(decoder.config, "_attn_implementation", None)
+    config = HFEmbedderConfig(decoder=decoder.config.to_dict(), default_mask=default_mask,
+                              default_alpha=default_alpha, embedder=embedder,
+                              decoder_attn_implementation=implementation if implementation == "eager" else "sdpa")
+    return HFEmbedderModel.from_decoder(config, decoder)
 
 
 def _set_tokenizer_max_length(out: Path, max_length: int) -> None:

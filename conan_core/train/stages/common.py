@@ -99,7 +99,11 @@ def start_model(ctx: StageContext) -> nn.Module:
     prev = previous_stage(ctx.cfg, ctx.stage)
     if prev is None:
         if ctx.stage != "pretrain":
-            log.warning("%s: no earlier stage is enabled: starting from a randomly initialised model", ctx.stage)
+            source = getattr(backbone.config, "path", None)
+            if source:
+                log.info("%s: no earlier stage is enabled: starting from the pretrained model in %s", ctx.stage, source)
+            else:
+                log.warning("%s: no earlier stage is enabled: starting from a randomly initialised model", ctx.stage)
         return backbone.build(vocab)
     done = ctx.run_dir / prev / "DONE"
     if not done.is_file():
@@ -110,7 +114,8 @@ def start_model(ctx: StageContext) -> nn.Module:
 
 
 def load_final_model(backbone: Any, final_dir: Path, vocab: int) -> nn.Module:
-    """The model saved in ``final_dir`` (float32, CPU), in the same wrapper ``backbone.build`` makes."""
+    """The model saved in ``final_dir`` (float32, CPU), in the same wrapper ``backbone.build`` makes,
+    with the backbone's LoRA adapters (if any) freshly injected: ``final/`` holds merged weights."""
     from transformers import AutoModelForCausalLM
 
     import conan_core.model  # noqa: F401  (registers model_type "conan" with the Auto classes)
@@ -132,7 +137,7 @@ def load_final_model(backbone: Any, final_dir: Path, vocab: int) -> nn.Module:
         from conan_core.backbones.conan import enable_checkpointing
 
         enable_checkpointing(loaded)
-    return model
+    return backbone.adapt(model)
 
 
 # ----------------------------------------------------------------------------- final save
@@ -159,14 +164,22 @@ def save_final(ctx: StageContext, plan: StageWiring, trainer: Any) -> Path:
 
 def _write_final(ctx: StageContext, plan: StageWiring, full: dict | None, tmp: Path) -> None:
     from conan_core.backbones.hf import HFDecoder
+    from conan_core.backbones.lora import adapter_host, has_lora, lora_spec_of, merged_state_dict
+    from conan_core.builder import build_backbone
     from conan_core.embedder import quiet_transformers
 
     with writing(tmp):
         model = plan.model
+        state = None
+        if full is not None:  # sharded weights: save the gathered full copy
+            prefix = "model.hf." if isinstance(model, HFDecoder) else "model."
+            state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        if has_lora(model):
+            # final/ holds plain merged weights: the next stage, Embedder and export never see adapters
+            spec = lora_spec_of(build_backbone(ctx.cfg).config)
+            state = merged_state_dict(state if state is not None else adapter_host(model).state_dict(), spec.scaling)
         with quiet_transformers():  # no "Writing model shards" bar
-            if full is not None:  # sharded weights: save the gathered full copy
-                prefix = "model.hf." if isinstance(model, HFDecoder) else "model."
-                state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+            if state is not None:
                 model.save_pretrained(str(tmp), state_dict=state)
             else:
                 model.save_pretrained(str(tmp))
