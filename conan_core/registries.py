@@ -75,6 +75,7 @@ REGISTRIES: RegistrySet = RegistrySet({
         "pair_shards": "PairShards",
         "sts_shards": "STSShards",
         "jsonl": "JSONLSource",
+        "hf_dataset": "HFDatasetSource",
     }), "resumable, rank/worker-split sample streams"),
     "translators": Registry("translators", "conan_core.translators.base:Translator", _keys("conan_core.translators", {
         "lookup": "LookupTranslator",
