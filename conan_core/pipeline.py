@@ -163,9 +163,10 @@ def eval_step(cfg: RunConfig, run_dir: Path) -> dict:
     path = run_dir / "eval" / "metrics.json"
     if path.exists():
         return read_metrics(path)
+    from conan_core.train.data import eval_root
+
     embedder = Embedder.load(run_dir)
-    data_dir = Path(cfg.data.dir) if cfg.data.dir else run_dir / "data"
-    results = evaluate_domains(embedder, data_dir / "eval", cfg.eval.evaluators, missing="skip",
+    results = evaluate_domains(embedder, eval_root(cfg, run_dir), cfg.eval.evaluators, missing="skip",
                                batch_size=cfg.eval.batch_size, log=print)
     write_metrics(results, path)
     return results
