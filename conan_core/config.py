@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from conan_core.errors import ConanError, ConfigError, ConfigIssue, close_matches
 from conan_core.registry import pydantic_issues
@@ -178,7 +178,13 @@ class ExportConfig(Section):
 
 
 class RunConfig(Section):
-    """A whole run: data → tokenizer → pretrain → sft → weak → mine → supervised → eval → export."""
+    """A whole run: data → tokenizer → pretrain → sft → weak → mine → supervised → eval → export.
+
+    A config made by :func:`load_config` remembers where it came from (:func:`config_origin`);
+    that is not part of the config's data.
+    """
+
+    _origin: dict | None = PrivateAttr(default=None)
 
     name: str = "run"
     seed: int = 0
@@ -436,7 +442,37 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     cfg, issues = validate_dict(raw, source)
     if issues:
         raise ConfigError(issues, source)
+    cfg._origin = {"config": source, "preset": base_preset(name_or_path), "overrides": list(overrides or [])}
     return cfg
+
+
+def config_origin(cfg: RunConfig) -> dict | None:
+    """Where :func:`load_config` read ``cfg`` from: ``{"config": "preset tiny" or the YAML path,
+    "preset": the preset at the root of its extends: chain (None when there is none), "overrides":
+    the --set texts}``; None for a config built otherwise."""
+    return dict(cfg._origin) if cfg._origin is not None else None
+
+
+def base_preset(name_or_path: str | Path) -> str | None:
+    """The preset a config starts from: itself for a preset name, else the root of the YAML's
+    ``extends:`` chain (None when the chain ends in a YAML file without ``extends:``)."""
+    seen: set[str] = set()
+    current: Any = name_or_path
+    while True:
+        path = Path(current)
+        if not (path.suffix in (".yaml", ".yml") or path.exists()):
+            return str(current) if str(current) in preset_names() else None
+        key = str(path.resolve())
+        if key in seen or not path.is_file():
+            return None
+        seen.add(key)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        if not isinstance(raw, dict) or not isinstance(raw.get("extends"), str):
+            return None
+        current = raw["extends"]
 
 
 def resolve(cfg: RunConfig) -> dict:

@@ -62,8 +62,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, wanted: set[str], *, progress: bo
     from conan_core.train.prepare import prepare_run
     from conan_core.train.stages import run_stage
 
+    from conan_core import provenance
+
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
+    provenance.write_once(cfg, run_dir)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}}
     t0 = time.perf_counter()
 

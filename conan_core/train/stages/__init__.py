@@ -107,7 +107,10 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
     if env.is_main:
         prepare_run(cfg, run_dir, progress=progress)
         if not (run_dir / "config.yaml").is_file():
+            from conan_core import provenance
+
             dump_config(cfg, run_dir / "config.yaml")
+            provenance.write_once(cfg, run_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
     D.barrier(env)
 
