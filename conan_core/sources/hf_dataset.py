@@ -306,11 +306,12 @@ class HFDatasetSource(ShardedSource):
             for fld in ("task", "lang"):
                 if sample.get(fld) is None and getattr(self.config, fld) is not None:
                     sample[fld] = getattr(self.config, fld)
-            for fld in OPTIONAL_PAIR_FIELDS:  # a null optional cell means "not given"
-                if fld in sample and sample[fld] is None:
+            for fld in OPTIONAL_PAIR_FIELDS:
+                value = sample.get(fld)
+                if fld in sample and value is None:  # a null optional cell means "not given"
                     del sample[fld]
-            if "id" in sample and not isinstance(sample["id"], str):
-                sample["id"] = str(sample["id"])
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    sample[fld] = str(value)  # integer ids and class labels name things: kept as text
         return validate_sample(sample, self.config.kind, max_chars=self.config.max_chars,
                                repair=self.config.repair_text)
 

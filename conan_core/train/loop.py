@@ -315,18 +315,22 @@ class Trainer:
         and every module's train/eval mode is the same afterwards as before."""
         from conan_core.train.evaluation import EvalOutcome
 
-        outcome = None
+        outcome, error = None, None
         if self.env.is_main:
             modes = [(module, module.training) for module in self.raw.modules()]
             try:
                 with preserved_rng(self.data_generator):
                     outcome = self.evaluation.run(step, self.faults)
+            except Exception as exc:  # the other ranks wait for the outcome: tell them, then raise
+                error = exc
             finally:
                 for module, mode in modes:
                     module.training = mode
-        outcome = D.broadcast_object(outcome, self.env)
+        outcome = D.broadcast_object(outcome if error is None else f"{type(error).__name__}: {error}", self.env)
+        if error is not None:
+            raise error
         if not isinstance(outcome, EvalOutcome):
-            raise ConanError(f"{self.name}: rank 0 failed during the evaluation of step {step} (see its log)")
+            raise ConanError(f"{self.name}: rank 0 failed in the evaluation of step {step}: {outcome}")
         if not self.env.is_main:
             self.evaluation.accept(outcome, step)
         return outcome

@@ -77,13 +77,15 @@ def test_sts_csv_text_parquet_and_jsonl_files(tmp_path):
 
 
 def test_dataset_dict_split_and_column_mapping(tmp_path):
-    rows = [{"question": f"q{i}", "answer": f"a{i}", "hard": [f"h{i}"], "topic": "faq"} for i in range(4)]
+    rows = [{"question": f"q{i}", "answer": f"a{i}", "hard": [f"h{i}"], "topic": "faq", "id": 100 + i, "label": i % 2}
+            for i in range(4)]
     datasets.disable_progress_bars()
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
                           "test": datasets.Dataset.from_list(rows[:1])}).save_to_disk(str(tmp_path / "dd"))
     fields = {"path": str(tmp_path / "dd"), "kind": "pairs", "columns": {"neg": "hard", "task": "topic"}}
     train = one_epoch(**fields)
     assert [(s["query"], s["pos"], s["neg"], s["task"]) for s in train][:1] == [("q0", "a0", ["h0"], "faq")]
+    assert (train[1]["id"], train[1]["label"]) == ("101", "1")  # integer ids and labels become text
     assert train[0]["__url__"] == f"{tmp_path / 'dd'}[train]"
     assert len(one_epoch(**fields, dataset_split="test")) == 1
     with pytest.raises(DataError, match=r"without split 'dev'; its splits: train, test; set dataset_split"):
