@@ -10,7 +10,7 @@ from conan_core.trackers.base import Tracker, runtime_log_dir
 
 
 class JSONLTracker(Tracker):
-    """One JSON object per logged step, ``{"step": N, **scalars}``, appended and flushed at once so
+    """One JSON object per step, ``{"step": N, **scalars}``, appended and flushed at once so
     a killed process leaves whole lines. NaN and infinities are written as the strings ``"nan"``,
     ``"inf"``, ``"-inf"`` (JSON has no literal for them).
 

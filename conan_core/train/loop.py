@@ -13,7 +13,7 @@ A stage hands the :class:`Trainer`:
   in the batch), ``state_dict()`` / ``load_state_dict()`` (exact position) and ``counters()``;
   optionally ``observe(observations)``, called after every micro-batch with what the objective
   returned (the supervised stream's miner learns the negatives' scores this way), and
-  ``window_metrics()``, logged with every ``metrics.jsonl`` line;
+  ``window_metrics()``, logged every ``log_every`` steps (over the window since the previous call);
 * the stage's **settings** (its config section: steps, lr, accumulation, clipping, checkpoints
   ...), an **optimizer factory** (``build(named_parameters, lr, weight_decay)``) and
   ``alpha_fn(step) -> float`` (the soft-mask schedule), all from
