@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from conan_core.errors import ConanError, ConfigError, ConfigIssue, close_matches
 from conan_core.registry import pydantic_issues
@@ -181,10 +182,8 @@ class RunConfig(Section):
     """A whole run: data → tokenizer → pretrain → sft → weak → mine → supervised → eval → export.
 
     A config made by :func:`load_config` remembers where it came from (:func:`config_origin`);
-    that is not part of the config's data.
+    that is not part of the config's data (two equal configs are equal wherever they came from).
     """
-
-    _origin: dict | None = PrivateAttr(default=None)
 
     name: str = "run"
     seed: int = 0
@@ -442,15 +441,22 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     cfg, issues = validate_dict(raw, source)
     if issues:
         raise ConfigError(issues, source)
-    cfg._origin = {"config": source, "preset": base_preset(name_or_path), "overrides": list(overrides or [])}
+    _ORIGINS[id(cfg)] = {"config": source, "preset": base_preset(name_or_path), "overrides": list(overrides or [])}
+    weakref.finalize(cfg, _ORIGINS.pop, id(cfg), None)
     return cfg
+
+
+# where each live config of load_config came from, by id (kept outside the model, so equality and
+# dumps see only the config's data; an entry goes when its config is garbage-collected)
+_ORIGINS: dict[int, dict] = {}
 
 
 def config_origin(cfg: RunConfig) -> dict | None:
     """Where :func:`load_config` read ``cfg`` from: ``{"config": "preset tiny" or the YAML path,
     "preset": the preset at the root of its extends: chain (None when there is none), "overrides":
     the --set texts}``; None for a config built otherwise."""
-    return dict(cfg._origin) if cfg._origin is not None else None
+    origin = _ORIGINS.get(id(cfg))
+    return dict(origin) if origin is not None else None
 
 
 def base_preset(name_or_path: str | Path) -> str | None:
