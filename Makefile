@@ -13,6 +13,7 @@ RUN_DIR ?= runs/tiny
 export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: setup demo test bench clean
 

@@ -47,12 +47,51 @@ class MinerPlan:
 
 
 @dataclass
+class TrackerPlan:
+    """The run's trackers (``report_to``, resolved, ``jsonl`` always first): the trainer builds them
+    on rank 0 once it knows the step it starts from (a runtime argument of every tracker)."""
+
+    specs: list[dict]
+
+    def build(self, *, log_dir: Any, run_dir: Any, run_name: str, stage: str, run_config: dict,
+              start_step: int) -> list:
+        return [REGISTRIES["trackers"].build(spec, f"report_to[{i}]", log_dir=log_dir, run_dir=run_dir,
+                                             run_name=run_name, stage=stage, run_config=run_config,
+                                             start_step=start_step)
+                for i, spec in enumerate(self.specs)]
+
+
+def build_tracker_plan(cfg: RunConfig) -> TrackerPlan:
+    """``report_to`` resolved; ``metrics.jsonl`` is written whatever it lists (the report and resume
+    read it), so ``jsonl`` is added first when absent and kept once."""
+    specs = [REGISTRIES["trackers"].resolve(spec) for spec in cfg.report_to]
+    jsonl = [s for s in specs if s["type"] == "jsonl"][:1] or [REGISTRIES["trackers"].resolve("jsonl")]
+    return TrackerPlan(jsonl + [s for s in specs if s["type"] != "jsonl"])
+
+
+def build_stage_evaluators(cfg: RunConfig, name: str) -> list:
+    """The evaluators a stage runs every ``eval_every`` steps: ``eval.evaluators`` with the BM25
+    reference off (it does not change while the model trains; the final evaluation has it) and
+    ``eval.batch_size`` unless a spec sets its own. Empty when the stage does not evaluate."""
+    if getattr(cfg, name).eval_every is None:
+        return []
+    out = []
+    for i, spec in enumerate(cfg.eval.evaluators):
+        spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+        spec.setdefault("batch_size", cfg.eval.batch_size)
+        spec["bm25"] = False
+        out.append(REGISTRIES["evaluators"].build(spec, f"eval.evaluators[{i}]"))
+    return out
+
+
+@dataclass
 class StageComponents:
     """What one stage trains with (built by :func:`build_stage`).
 
     ``config`` is the stage's config section (the loop reads its steps, lr, accumulation ...);
     ``optimizer`` a factory (``optimizer.build(named_parameters, lr, weight_decay)``); ``pooler``,
-    ``sts_loss`` and ``miner`` are None where the stage has none.
+    ``sts_loss`` and ``miner`` are None where the stage has none; ``trackers`` where the scalars go;
+    ``evaluators`` what evaluation during training runs (empty without ``eval_every``).
     """
 
     name: str
@@ -64,6 +103,8 @@ class StageComponents:
     sts_loss: Any = None
     miner: MinerPlan | None = None
     specs: dict[str, Any] = field(default_factory=dict)
+    trackers: TrackerPlan | None = None
+    evaluators: list = field(default_factory=list)
 
     def alpha(self, step: int) -> float:
         """The mask's alpha at optimizer step ``step`` (1-based) of this stage's schedule."""
@@ -78,6 +119,9 @@ class StageComponents:
         if self.sts_loss is not None:
             parts.append(f"sts_weight={c.sts_weight}")
         parts.append(f"steps={c.steps}, batch={c.batch_size}x{c.grad_accum}, lr={c.lr}")
+        if self.evaluators:
+            best = f", keep_best={c.keep_best.metric} ({c.keep_best.mode})" if c.keep_best is not None else ""
+            parts.append(f"eval_every={c.eval_every}{best}")
         return f"{self.name}: " + ", ".join(parts)
 
 
@@ -118,7 +162,8 @@ def build_stage(cfg: RunConfig, name: str, hidden_size: int) -> StageComponents:
     optimizer = REGISTRIES["optimizers"].build(c.optimizer, f"{name}.optimizer")
     specs["optimizer"] = REGISTRIES["optimizers"].resolve(c.optimizer)
     return StageComponents(name=name, config=c, mask=mask, loss=loss, optimizer=optimizer, pooler=pooler,
-                           sts_loss=sts_loss, miner=miner, specs=specs)
+                           sts_loss=sts_loss, miner=miner, specs=specs, trackers=build_tracker_plan(cfg),
+                           evaluators=build_stage_evaluators(cfg, name))
 
 
 def build_backbone(cfg: RunConfig) -> Any:
@@ -138,7 +183,8 @@ class Pipeline:
 
     def describe(self) -> str:
         """One line per stage: what it trains with (what the stage runners build, exactly)."""
-        lines = [f"backbone: {self.config.model['type']} (hidden {self.hidden_size})"]
+        lines = [f"backbone: {self.config.model['type']} (hidden {self.hidden_size})",
+                 "report_to: " + ", ".join(spec["type"] for spec in build_tracker_plan(self.config).specs)]
         lines += [stage.describe() for stage in self.stages.values()]
         if self.evaluators:
             lines.append("eval: " + ", ".join(type(e).__name__ for e in self.evaluators))

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from conan_core.errors import ConanError, ConfigError, ConfigIssue, close_matches
 from conan_core.registry import pydantic_issues
@@ -38,7 +39,8 @@ class Section(BaseModel):
 class DataConfig(Section):
     demo: bool = Field(True, description="build the bundled real demo corpus into <run>/data")
     demo_scale: float = Field(1.0, gt=0, description="multiplies the demo corpus size")
-    dir: str | None = Field(None, description="data root with pretrain/ sft/ supervised/ sts/ eval/ (instead of the demo)")
+    dir: str | None = Field(None, description="data root with pretrain/ sft/ supervised/ sts/ eval/ (instead of the demo); "
+                            "not needed when every enabled stage names its own source")
     max_chars: int = Field(20000, gt=0, description="texts longer than this are truncated (and counted)")
     on_bad_sample: Literal["skip", "raise"] = "skip"
     num_workers: int = Field(0, ge=0, description="DataLoader workers per rank")
@@ -49,6 +51,24 @@ class TokenizerConfig(Section):
     vocab_size: int = Field(4000, gt=16)
     character_coverage: float = Field(0.9995, gt=0, le=1)
     max_sentences: int = Field(200_000, gt=0, description="sentences sampled from the corpus for training")
+
+
+class KeepBestConfig(Section):
+    """Keep the best model of a stage by an evaluation metric (needs ``eval_every``)."""
+
+    metric: str = Field(..., description="the metric as logged without eval/: <task>/<metric> in domain, "
+                        "out_of_domain/<task>/<metric> on the held-out sources (e.g. out_of_domain/retrieval/ndcg@10)")
+    mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower is better")
+    final: Literal["best", "last"] = Field(
+        "best", description="what <stage>/final holds when the stage ends (the next stage, export and Embedder read "
+        "final/): best = the best evaluated model, last = the last step's model; best/ always holds the best")
+
+
+class EarlyStoppingConfig(Section):
+    """Stop a stage when ``keep_best.metric`` stops improving."""
+
+    patience: int = Field(..., ge=1, description="evaluations in a row without improvement before the stage stops")
+    min_delta: float = Field(0.0, ge=0, description="an evaluation improves only by more than this")
 
 
 class StageConfig(Section):
@@ -67,7 +87,12 @@ class StageConfig(Section):
     nan_policy: Literal["stop", "skip"] = Field("stop", description="non-finite loss: stop, or skip the step and count")
     checkpoint_every: int = Field(50, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
-    log_every: int = Field(10, gt=0)
+    log_every: int = Field(10, gt=0, description="steps per throughput / miner-counter window (loss, its parts, "
+                           "lr, alpha and grad norm are logged every step)")
+    eval_every: int | None = Field(None, gt=0, description="run eval.evaluators on the held-out data every N steps "
+                                   "and at the last step (BM25 off; in and out of domain); None = never")
+    keep_best: KeepBestConfig | None = Field(None, description="keep the best model by an evaluation metric")
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="stop when keep_best.metric stops improving")
     optimizer: dict[str, Any] = component_field("optimizers", "adamw")
     source: dict[str, Any] | None = component_field("sources", None, description="defaults to the demo data of the stage")
     compile: bool = Field(False, description="compile each decoder block with torch.compile (conan backbone; "
@@ -126,6 +151,8 @@ class SupervisedConfig(EmbeddingStageConfig):
     loss: dict[str, Any] = component_field(
         "contrastive_losses", {"type": "matryoshka", "loss": {"type": "info_nce"}})
     sts_loss: dict[str, Any] | None = component_field("pair_losses", "cosent")
+    sts_source: dict[str, Any] | None = component_field(
+        "sources", None, description="STS pairs (kind sts) for sts_loss; defaults to sts/ under the data root")
     sts_weight: float = Field(1.0, ge=0, description="weight of the STS loss added to the contrastive loss "
                               "(v1's batch-balance objective: 0.8)")
     miner: dict[str, Any] = component_field("miners", "dynamic_v2")
@@ -147,6 +174,8 @@ class EvalConfig(Section):
                                  {"type": "classification"}],
         json_schema_extra={"registry": "evaluators"})
     batch_size: int = Field(64, gt=0)
+    data: str | None = Field(None, description="eval root (retrieval/, sts.jsonl ... and optionally out_of_domain/); "
+                             "defaults to eval/ under the data root")
 
 
 class ExportConfig(Section):
@@ -155,7 +184,11 @@ class ExportConfig(Section):
 
 
 class RunConfig(Section):
-    """A whole run: data → tokenizer → pretrain → sft → weak → mine → supervised → eval → export."""
+    """A whole run: data → tokenizer → pretrain → sft → weak → mine → supervised → eval → export.
+
+    A config made by :func:`load_config` remembers where it came from (:func:`config_origin`);
+    that is not part of the config's data (two equal configs are equal wherever they came from).
+    """
 
     name: str = "run"
     seed: int = 0
@@ -163,6 +196,10 @@ class RunConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
     parallel: Literal["auto", "none", "ddp", "fsdp"] = Field(
         "auto", description="under torchrun: auto = FSDP2 for >= 1e9 parameters on CUDA, else DDP")
+    report_to: list[dict[str, Any] | str] = Field(
+        default_factory=lambda: [{"type": "jsonl"}],
+        description="experiment trackers (keys of kind trackers): jsonl (metrics.jsonl, always written), "
+        "tensorboard, wandb", json_schema_extra={"registry": "trackers"})
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: dict[str, Any] = component_field("backbones", "conan")
@@ -174,11 +211,6 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
-    @model_validator(mode="after")
-    def _data_source(self):
-        if not self.data.demo and self.data.dir is None:
-            raise ValueError("data.demo is false, so data.dir must name a data root")
-        return self
 
 
 STAGES = ("pretrain", "sft", "weak", "supervised")
@@ -203,7 +235,67 @@ def validate_dict(raw: Any, source: str | None = None) -> tuple[RunConfig | None
     issues = []
     for slot in walk_slots(RunConfig, cfg.model_dump()):
         issues.extend(REGISTRIES[slot.kind].validate(slot.value, slot.path)[1])
+    issues.extend(data_issues(cfg))
+    issues.extend(evaluation_issues(cfg))
     return (None if issues else cfg), issues
+
+
+#: the sample kind each stage's source reads (for the hints of :func:`data_issues`)
+STAGE_SAMPLE_KINDS = {"pretrain": "text", "sft": "pairs", "weak": "pairs", "supervised": "pairs"}
+
+
+def evaluator_tasks(cfg: RunConfig) -> list[str]:
+    """The task names evaluation gives results under: each evaluator's key, ``#2`` ... appended to
+    a repeated key (:func:`conan_core.eval.report.evaluate_all`)."""
+    names: list[str] = []
+    for spec in cfg.eval.evaluators:
+        key = spec if isinstance(spec, str) else str(spec.get("type"))
+        name, n = key, 2
+        while name in names:
+            name, n = f"{key}#{n}", n + 1
+        names.append(name)
+    return names
+
+
+def evaluation_issues(cfg: RunConfig) -> list[ConfigIssue]:
+    """``keep_best`` needs ``eval_every`` and names a task of ``eval.evaluators``; ``early_stopping``
+    needs ``keep_best`` (it watches that metric)."""
+    issues = []
+    tasks = evaluator_tasks(cfg)
+    for stage in STAGES:
+        c = getattr(cfg, stage)
+        if c.keep_best is not None:
+            if c.eval_every is None:
+                issues.append(ConfigIssue(f"{stage}.keep_best", f"needs {stage}.eval_every (the best model is chosen "
+                                          "among the evaluations); set it or remove keep_best"))
+            metric = c.keep_best.metric
+            local = metric[len("out_of_domain/"):] if metric.startswith("out_of_domain/") else metric
+            task = next((t for t in sorted(tasks, key=len, reverse=True) if local.startswith(t + "/")), None)
+            if task is None or local == task + "/":
+                issues.append(ConfigIssue(f"{stage}.keep_best.metric", "expected [out_of_domain/]<task>/<metric> with "
+                                          "<task> one of eval.evaluators", metric,
+                                          valid=[f"{t}/..." for t in tasks]))
+        if c.early_stopping is not None and c.keep_best is None:
+            issues.append(ConfigIssue(f"{stage}.early_stopping", f"needs {stage}.keep_best (early stopping watches its "
+                                      "metric); set keep_best.metric or remove early_stopping"))
+    return issues
+
+
+def data_issues(cfg: RunConfig) -> list[ConfigIssue]:
+    """Every enabled stage must have data: its own ``<stage>.source``, or the data root (the demo
+    corpus, or ``data.dir``). One issue per stage that has neither, naming the field to set."""
+    if cfg.data.demo or cfg.data.dir is not None:
+        return []
+    issues = []
+    for stage in STAGES:
+        section = getattr(cfg, stage)
+        if section.enabled and section.source is None:
+            kind = STAGE_SAMPLE_KINDS[stage]
+            issues.append(ConfigIssue(
+                f"{stage}.source", "the stage has no data: data.demo is false and data.dir is unset; set "
+                f"{stage}.source (e.g. {{type: jsonl, path: FILE.jsonl, kind: {kind}}} or {{type: hf_dataset, "
+                f"path: DIR, kind: {kind}}}), set data.dir to a data root, or {stage}.enabled: false"))
+    return issues
 
 
 def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
@@ -354,7 +446,44 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     cfg, issues = validate_dict(raw, source)
     if issues:
         raise ConfigError(issues, source)
+    _ORIGINS[id(cfg)] = {"config": source, "preset": base_preset(name_or_path), "overrides": list(overrides or [])}
+    weakref.finalize(cfg, _ORIGINS.pop, id(cfg), None)
     return cfg
+
+
+# where each live config of load_config came from, by id (kept outside the model, so equality and
+# dumps see only the config's data; an entry goes when its config is garbage-collected)
+_ORIGINS: dict[int, dict] = {}
+
+
+def config_origin(cfg: RunConfig) -> dict | None:
+    """Where :func:`load_config` read ``cfg`` from: ``{"config": "preset tiny" or the YAML path,
+    "preset": the preset at the root of its extends: chain (None when there is none), "overrides":
+    the --set texts}``; None for a config built otherwise."""
+    origin = _ORIGINS.get(id(cfg))
+    return dict(origin) if origin is not None else None
+
+
+def base_preset(name_or_path: str | Path) -> str | None:
+    """The preset a config starts from: itself for a preset name, else the root of the YAML's
+    ``extends:`` chain (None when the chain ends in a YAML file without ``extends:``)."""
+    seen: set[str] = set()
+    current: Any = name_or_path
+    while True:
+        path = Path(current)
+        if not (path.suffix in (".yaml", ".yml") or path.exists()):
+            return str(current) if str(current) in preset_names() else None
+        key = str(path.resolve())
+        if key in seen or not path.is_file():
+            return None
+        seen.add(key)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        if not isinstance(raw, dict) or not isinstance(raw.get("extends"), str):
+            return None
+        current = raw["extends"]
 
 
 def resolve(cfg: RunConfig) -> dict:

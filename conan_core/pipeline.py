@@ -62,8 +62,11 @@ def _run_locked(cfg: RunConfig, run_dir: Path, wanted: set[str], *, progress: bo
     from conan_core.train.prepare import prepare_run
     from conan_core.train.stages import run_stage
 
+    from conan_core import provenance
+
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
+    provenance.write_once(cfg, run_dir)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "stages": {}}
     t0 = time.perf_counter()
 
@@ -163,9 +166,10 @@ def eval_step(cfg: RunConfig, run_dir: Path) -> dict:
     path = run_dir / "eval" / "metrics.json"
     if path.exists():
         return read_metrics(path)
+    from conan_core.train.data import eval_root
+
     embedder = Embedder.load(run_dir)
-    data_dir = Path(cfg.data.dir) if cfg.data.dir else run_dir / "data"
-    results = evaluate_domains(embedder, data_dir / "eval", cfg.eval.evaluators, missing="skip",
+    results = evaluate_domains(embedder, eval_root(cfg, run_dir), cfg.eval.evaluators, missing="skip",
                                batch_size=cfg.eval.batch_size, log=print)
     write_metrics(results, path)
     return results

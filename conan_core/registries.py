@@ -75,6 +75,7 @@ REGISTRIES: RegistrySet = RegistrySet({
         "pair_shards": "PairShards",
         "sts_shards": "STSShards",
         "jsonl": "JSONLSource",
+        "hf_dataset": "HFDatasetSource",
     }), "resumable, rank/worker-split sample streams"),
     "translators": Registry("translators", "conan_core.translators.base:Translator", _keys("conan_core.translators", {
         "lookup": "LookupTranslator",
@@ -89,6 +90,11 @@ REGISTRIES: RegistrySet = RegistrySet({
         "cross_lingual": "CrossLingualEvaluator",
         "classification": "ClassificationEvaluator",
     }), "metrics of an embedder, each next to a BM25 reference"),
+    "trackers": Registry("trackers", "conan_core.trackers.base:Tracker", _keys("conan_core.trackers", {
+        "jsonl": "JSONLTracker",
+        "tensorboard": "TensorBoardTracker",
+        "wandb": "WandbTracker",
+    }), "where each stage's scalars go (report_to): metrics.jsonl, TensorBoard, W&B"),
 }, retired={"losses": "lm_losses, contrastive_losses or pair_losses (the kind whose forward the key implements)"})
 
 

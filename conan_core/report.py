@@ -1,11 +1,14 @@
 """The end of a run: metrics.json, report.md, PNG plots and the printed summary table.
 
-Every number comes from files the run wrote (stage DONE markers, metrics.jsonl, eval/metrics.json).
+Every number comes from files the run wrote (stage DONE markers, metrics.jsonl, eval/metrics.json,
+provenance.json). ``report.md`` opens with how the run was made (command, preset and overrides,
+versions, plugins, git commit) and the config's difference from its preset.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,18 +98,28 @@ def write_report(cfg: RunConfig, run_dir: Path, summary: dict) -> Path:
     """
     from conan_core.eval.report import by_domain
 
+    from conan_core import provenance as prov
+
     run_dir = Path(run_dir)
     eval_results = summary.get("eval") or _load_json(run_dir / "eval" / "metrics.json")
+    origin = prov.read(run_dir)
+    recorded = origin is not None
+    if origin is None:  # a run made before provenance.json existed: describe what is known now
+        origin = prov.collect(cfg)
     metrics = {"stages": stage_rows(run_dir), "eval": eval_results or {},
                "eval_by_domain": by_domain(eval_results or {}),
                "mine": summary.get("mine") or _load_json(run_dir / "mine" / "DONE"),
-               "seconds": summary.get("seconds")}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float), encoding="utf-8")
+               "seconds": summary.get("seconds"), "provenance": origin}
+    from conan_core.fsio import atomic_write_text
+
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
     plots = make_plots(cfg, run_dir, eval_results or {})
     table = format_summary(run_dir, eval_results)
     full = format_summary(run_dir, eval_results, per_language=True)
     lines = [f"# Run report: {cfg.name}", "", f"Run directory: `{run_dir}`; total time "
              f"{summary.get('seconds', '-')} s.", ""]
+    lines += provenance_lines(cfg, origin, recorded)
+    lines += ["## Results", ""]
     if any(k.startswith("out_of_domain/") for k in (eval_results or {})):
         lines += ["Evaluation: `in_domain` = held-out items of the sources training used; `out_of_domain` = "
                   "sources no training split holds (see the data's demo_summary.json, `held_out`). BM25 runs on "
@@ -115,17 +128,70 @@ def write_report(cfg: RunConfig, run_dir: Path, summary: dict) -> Path:
     lines += mine_section(metrics.get("mine") or {})
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     report = run_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(report, "\n".join(lines) + "\n")
     print(table)
     return report
+
+
+#: rows of the config-difference table shown before "+N more"
+DIFF_ROWS = 60
+
+
+def provenance_lines(cfg: RunConfig, origin: dict, recorded: bool = True) -> list[str]:
+    """The report's opening section: command, preset and overrides, versions, plugins, git commit,
+    then the table of fields where the config differs from its preset."""
+    from conan_core.provenance import config_diff
+
+    preset = origin.get("preset")
+    overrides = origin.get("overrides") or []
+    git = origin.get("git")
+    if git:
+        source = f"git commit `{git['commit']}`" + (" with uncommitted changes" if git.get("dirty") else "")
+    else:
+        source = "not a git checkout (no commit recorded)"
+    keys = origin.get("plugin_keys") or []
+    lines = ["## How this run was made", ""]
+    if not recorded:
+        lines += ["(The run predates `provenance.json`: what follows describes this report's process.)", ""]
+    lines += [f"- command: `{origin.get('command') or '-'}`",
+              f"- config: {origin.get('config') or 'built in Python'}"
+              + (f" (preset `{preset}`)" if preset and origin.get("config") != f"preset {preset}" else ""),
+              "- command-line overrides: " + (", ".join(f"`{o}`" for o in overrides) if overrides else "none"),
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in (origin.get("versions") or {}).items()),
+              "- plugins installed: " + (", ".join(origin.get("plugins") or []) or "none")
+              + "; plugin keys this config uses: " + (", ".join(f"`{k}`" for k in keys) if keys else "none"),
+              f"- conan_core source: {source}", ""]
+    diffs = config_diff(cfg, preset)
+    against = f"preset `{preset}`" if preset else "the defaults of every field (no preset)"
+    if not diffs:
+        return lines + [f"The config equals {against}.", ""]
+    lines += [f"Config against {against} ({len(diffs)} field(s) differ, overrides included):", "",
+              f"| field | {'preset ' + preset if preset else 'default'} | this run |", "|---|---|---|"]
+    for path, old, new in diffs[:DIFF_ROWS]:
+        lines.append(f"| `{path}` | {_cell(old)} | {_cell(new)} |")
+    if len(diffs) > DIFF_ROWS:
+        lines.append(f"| (+{len(diffs) - DIFF_ROWS} more) | | |")
+    return lines + [""]
+
+
+def _cell(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return text.replace("|", "\\|")
 
 
 def _load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+#: metrics.jsonl names that are parts of a stage's loss (Matryoshka InfoNCE per dim, CBB's InfoNCE,
+#: the supervised stage's CoSENT)
+LOSS_PART = re.compile(r"^(loss@\d+|info_nce|cosent)$")
+
+
 def make_plots(cfg: RunConfig, run_dir: Path, eval_results: dict) -> list[Path]:
-    """Loss per stage, alpha(t) with the mask at a few steps, DHNM replacements, per-language recall."""
+    """Loss per stage with its parts, evaluation during training (in domain, out of domain, loss),
+    alpha(t) with the mask at a few steps, DHNM replacements, per-language recall."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,17 +199,11 @@ def make_plots(cfg: RunConfig, run_dir: Path, eval_results: dict) -> list[Path]:
 
     out_dir = run_dir / "plots"
     out_dir.mkdir(exist_ok=True)
-    made = []
+    made = [_save(loss_figure(cfg, run_dir), out_dir / "loss.png")]
 
-    fig, axes = plt.subplots(1, len(STAGES), figsize=(4 * len(STAGES), 3))
-    for ax, stage in zip(axes, STAGES):
-        rows = [r for r in read_jsonl(run_dir / stage / "metrics.jsonl") if "loss" in r]
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
-        ax.set_title(stage)
-        ax.set_xlabel("step")
-    axes[0].set_ylabel("loss")
-    fig.tight_layout()
-    made.append(_save(fig, out_dir / "loss.png"))
+    fig = eval_during_training_figure(run_dir)
+    if fig is not None:
+        made.append(_save(fig, out_dir / "eval_during_training.png"))
 
     fig = soft_mask_figure(cfg)
     if fig is not None:
@@ -163,6 +223,114 @@ def make_plots(cfg: RunConfig, run_dir: Path, eval_results: dict) -> list[Path]:
     if fig is not None:
         made.append(_save(fig, out_dir / "per_language_recall.png"))
     return made
+
+
+def moving_mean(values: list[float], window: int) -> list[float]:
+    """The mean of each value and the ``window - 1`` before it (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def loss_figure(cfg: RunConfig, run_dir: Path):
+    """One panel per stage: the loss of every step (thin) and its mean over ``log_every`` steps; in
+    a stage whose loss has parts (InfoNCE at each Matryoshka dim, CoSENT) each part is its own
+    curve, drawn at the steps it occurs, so a part added every few steps shows as itself instead
+    of a zigzag in the total."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(STAGES), figsize=(4 * len(STAGES), 3.4))
+    for ax, stage in zip(axes, STAGES):
+        rows = [r for r in read_jsonl(run_dir / stage / "metrics.jsonl") if _is_number(r.get("loss"))]
+        ax.set_title(stage)
+        ax.set_xlabel("step")
+        if not rows:
+            continue
+        steps = [r["step"] for r in rows]
+        losses = [float(r["loss"]) for r in rows]
+        window = max(1, int(getattr(cfg, stage).log_every))
+        ax.plot(steps, losses, color="0.75", linewidth=0.6, label="loss (each step)")
+        ax.plot(steps, moving_mean(losses, window), color="black", linewidth=1.2, label=f"loss (mean of {window})")
+        parts = [k for k in dict.fromkeys(k for r in rows for k in r) if LOSS_PART.match(k)]
+        for part in parts:
+            hits = [r for r in rows if _is_number(r.get(part))]
+            ax.plot([r["step"] for r in hits], [float(r[part]) for r in hits], linewidth=1.0,
+                    marker="." if len(hits) < len(rows) else None, markersize=3, label=part)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("loss")
+    fig.tight_layout()
+    return fig
+
+
+def eval_curves(run_dir: Path, stage: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Evaluation during training of ``stage`` from its metrics.jsonl: per task, the first metric
+    the evaluator reports (nDCG@10, Recall@20, Spearman, accuracy), ``{"in_domain": [(step,
+    value)], "out_of_domain": [...], "metric": name}``."""
+    rows = read_jsonl(run_dir / stage / "metrics.jsonl")
+    tasks: dict[str, dict] = {}
+    for row in rows:
+        for key, value in row.items():
+            if not key.startswith("eval/") or key == "eval/seconds" or not _is_number(value):
+                continue
+            name = key[len("eval/"):]
+            domain = "out_of_domain" if name.startswith("out_of_domain/") else "in_domain"
+            task, _, metric = name[len("out_of_domain/"):].partition("/") if domain == "out_of_domain" \
+                else name.partition("/")
+            entry = tasks.setdefault(task, {"metric": metric, "in_domain": [], "out_of_domain": []})
+            if metric == entry["metric"]:
+                entry[domain].append((int(row["step"]), float(value)))
+    return tasks
+
+
+def eval_during_training_figure(run_dir: Path):
+    """Overfitting made visible: for each stage that evaluated while training, one panel per task
+    with its metric in domain and out of domain over the steps and the training loss (mean over
+    the steps since the previous evaluation) on a second axis; None when no stage evaluated."""
+    stages = {stage: eval_curves(run_dir, stage) for stage in STAGES}
+    stages = {s: t for s, t in stages.items() if t}
+    if not stages:
+        return None
+    import matplotlib.pyplot as plt
+
+    width = max(len(t) for t in stages.values())
+    fig, axes = plt.subplots(len(stages), width, figsize=(4.2 * width, 3.3 * len(stages)), squeeze=False)
+    for row, (stage, tasks) in enumerate(stages.items()):
+        rows = [r for r in read_jsonl(run_dir / stage / "metrics.jsonl") if _is_number(r.get("loss"))]
+        for col in range(width):
+            ax = axes[row][col]
+            if col >= len(tasks):
+                ax.axis("off")
+                continue
+            task, entry = list(tasks.items())[col]
+            for domain, style in (("in_domain", "-o"), ("out_of_domain", "--s")):
+                points = entry[domain]
+                if points:
+                    ax.plot([p[0] for p in points], [p[1] for p in points], style, markersize=3,
+                            label=domain.replace("_", " "))
+            ax.set_title(f"{stage}: {task} {entry['metric']}", fontsize=9)
+            ax.set_xlabel("step")
+            twin = ax.twinx()
+            marks = [p[0] for p in (entry["in_domain"] or entry["out_of_domain"])]
+            means, start = [], 0
+            for step in marks:  # training loss averaged over each evaluation interval
+                window = [float(r["loss"]) for r in rows if start < r["step"] <= step]
+                means.append(sum(window) / len(window) if window else float("nan"))
+                start = step
+            twin.plot(marks, means, ":", color="0.4", label="training loss")
+            twin.set_ylabel("training loss", fontsize=8)
+            lines = ax.get_legend_handles_labels()
+            more = twin.get_legend_handles_labels()
+            ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def soft_mask_figure(cfg: RunConfig):

@@ -37,6 +37,13 @@ def conformance_runtime(kind: str, tmp_dir=None) -> dict[str, Any]:
         return {"pool": pool, "num_negatives": 3, "seed": 0, "ranked_pool": True}
     if kind == "sources":
         return {"rank": 0, "world_size": 1, "seed": 0}
+    if kind == "trackers":
+        import tempfile
+        from pathlib import Path
+
+        root = Path(tmp_dir) if tmp_dir is not None else Path(tempfile.mkdtemp(prefix="conan-tracker-"))
+        return {"log_dir": root / "run" / "stage", "run_dir": root / "run", "run_name": "conformance",
+                "stage": "stage", "run_config": {"seed": 0}, "start_step": 0}
     return {}
 
 
@@ -225,6 +232,15 @@ def _check_optimizer(comp, key):
     assert not torch.equal(before, lin.weight), f"optimizers/{key}: step changed nothing"
 
 
+def _check_tracker(comp, key):
+    """As :class:`conan_core.train.metrics.MetricsLog` calls it: a few steps of scalars, then close.
+    (W&B runs offline here unless ``WANDB_MODE`` says otherwise.)"""
+    for step in (1, 2, 3):
+        comp.log(step, {"loss": 1.0 / step, "lr": 1e-3, "skipped_steps": 0, "eval/out_of_domain/sts/spearman": 0.5})
+    comp.log(4, {"loss": float("nan")})
+    comp.close()
+
+
 def _check_evaluator(comp, key):
     assert callable(getattr(comp, "evaluate", None))
 
@@ -244,6 +260,7 @@ CHECKS: dict[str, Callable[[Any, str], None]] = {
     "translators": _check_translator,
     "optimizers": _check_optimizer,
     "evaluators": _check_evaluator,
+    "trackers": _check_tracker,
 }
 
 

@@ -11,6 +11,11 @@ weak        ``pair_shards`` sft/           (query, positive) pairs, teacher-filt
 supervised  ``pair_shards`` supervised/    task-homogeneous, ``tasks`` kept; + ``sts_shards`` sts/
 =========== ============================== ===================================================
 
+A stage whose ``source`` is set reads only that source (the supervised STS pairs:
+``supervised.sts_source``), so a run whose every enabled stage names a source needs no data root
+(``data.demo: false`` without ``data.dir``; :func:`conan_core.config.data_issues` names a stage
+that has neither).
+
 Every source is split by rank (and DataLoader worker), loops over epochs (so a fixed number of
 steps never runs dry on an uneven rank), and is wrapped in
 :class:`~conan_core.data.loader.ResumableLoader` (``data.num_workers``), whose state is the exact
@@ -34,14 +39,27 @@ def data_root(cfg: Any, run_dir: Path) -> Path:
     return Path(cfg.data.dir) if cfg.data.dir else Path(run_dir) / "data"
 
 
+def eval_root(cfg: Any, run_dir: Path) -> Path:
+    """The held-out evaluation data: ``eval.data`` when set, else ``eval/`` under the data root."""
+    return Path(cfg.eval.data) if cfg.eval.data else data_root(cfg, run_dir) / "eval"
+
+
+def uses_data_root(cfg: Any) -> bool:
+    """Whether the run reads anything from the data root: the demo corpus, or an enabled stage
+    without its own ``source`` (the supervised stage's optional STS data does not count)."""
+    from conan_core.config import STAGES
+
+    return cfg.data.demo or any(getattr(cfg, s).enabled and getattr(cfg, s).source is None for s in STAGES)
+
+
 def source_spec(cfg: Any, stage: str, run_dir: Path, *, allow_data_change: bool = False) -> dict:
     """The source spec of ``stage`` (``"sts"`` = the supervised stage's STS data).
 
-    ``<stage>.source`` when set; else the default directory of the table above with
+    ``<stage>.source`` (``supervised.sts_source`` for ``"sts"``) when set; else the default directory of the table above with
     ``data.max_chars`` and ``data.on_bad_sample``; the supervised pairs keep only
     ``supervised.tasks``.
     """
-    custom = getattr(cfg, stage).source if stage != "sts" else None
+    custom = getattr(cfg, stage).source if stage != "sts" else cfg.supervised.sts_source
     if custom is not None:
         spec = dict(custom)
     else:

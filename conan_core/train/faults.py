@@ -9,6 +9,8 @@ optimizer steps (checkpoint ``step-000006`` holds the state after step 6). Kinds
                                in the middle of gradient accumulation, before the optimizer step;
 * ``kill_in_save@step=N:after_files=F``  SIGKILL while writing checkpoint N, after F files of
                                ``step-N.tmp/`` are written (the manifest never is);
+* ``kill_in_eval@step=N``      SIGKILL inside the evaluation during training of step N, after the
+                               evaluators ran and before anything of it is written;
 * ``nan_loss@step=N`` / ``inf_loss@step=N``  the loss of step N becomes NaN / +Inf (every micro-batch);
 * ``sigterm@step=N``           SIGTERM to itself when step N starts (the preemption path: step N
                                finishes, a checkpoint is committed, the process exits 0).
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 ENV = "CONAN_FAULT"
-KINDS = ("kill", "kill_in_save", "nan_loss", "inf_loss", "sigterm")
+KINDS = ("kill", "kill_in_save", "kill_in_eval", "nan_loss", "inf_loss", "sigterm")
 _OPTIONS = {"step", "micro", "after_files", "rank", "stage"}
 
 
@@ -116,6 +118,11 @@ class FaultInjector:
         f = self._find("kill", step)
         if f is not None and "micro" not in f.options:
             _die(f"kill after step {step}")
+
+    def in_eval(self, step: int) -> None:
+        """Called by evaluation during training of ``step`` once the evaluators have run."""
+        if self._find("kill_in_eval", step) is not None:
+            _die(f"kill during the evaluation of step {step}")
 
     def in_save(self, step: int, files_written: int) -> None:
         """Called by the checkpoint writer after each file of checkpoint ``step``."""

@@ -13,7 +13,7 @@ A stage hands the :class:`Trainer`:
   in the batch), ``state_dict()`` / ``load_state_dict()`` (exact position) and ``counters()``;
   optionally ``observe(observations)``, called after every micro-batch with what the objective
   returned (the supervised stream's miner learns the negatives' scores this way), and
-  ``window_metrics()``, logged with every ``metrics.jsonl`` line;
+  ``window_metrics()``, logged every ``log_every`` steps (over the window since the previous call);
 * the stage's **settings** (its config section: steps, lr, accumulation, clipping, checkpoints
   ...), an **optimizer factory** (``build(named_parameters, lr, weight_decay)``) and
   ``alpha_fn(step) -> float`` (the soft-mask schedule), all from
@@ -29,13 +29,24 @@ One optimizer step ``s`` (1-based):
 4. **non-finite guard, before ``optimizer.step()``**: policy ``stop`` raises
    :class:`NonFiniteLossError` (step, batch keys; weights unchanged), ``skip`` drops the gradients
    and counts the step;
-5. ``steps.jsonl`` line, ``metrics.jsonl`` every ``log_every`` steps, progress bar;
-6. atomic checkpoint every ``checkpoint_every`` steps, at the last step and after SIGTERM (then
-   the loop returns with ``preempted=True``: the process exits 0).
+5. ``steps.jsonl`` line; the step's scalars to every tracker (``metrics.jsonl`` and ``report_to``):
+   loss, lr, alpha, grad norm and every metric the objective returned (the loss parts, e.g.
+   ``loss@16`` or ``cosent``, on every step they occur, averaged over the micro-batches that had
+   them), plus, every ``log_every`` steps, tokens/s, skipped steps and the stream's
+   ``window_metrics()`` over the window (the miner's counters); progress bar;
+6. every ``eval_every`` steps and at the last one, evaluation during training
+   (:mod:`conan_core.train.evaluation`): rank 0 evaluates with every random-number state captured
+   before and restored after, and every module's train/eval mode restored, so training numbers do
+   not change; its metrics join the step's scalars; ``keep_best`` / ``early_stopping`` decide;
+7. atomic checkpoint every ``checkpoint_every`` steps, at the last step, when early stopping
+   stops the stage, and after SIGTERM (then the loop returns with ``preempted=True``: the process
+   exits 0).
 
 Resume loads the newest committed checkpoint: model, optimizer, LR schedule, the trainer
-counters, and per rank every RNG state, the stream position and the extra states; the logs are
-rewound to the checkpoint's step, so the continued run is bit-exact with an uninterrupted one.
+counters, the evaluation's best-so-far state, and per rank every RNG state, the stream position
+and the extra states; the logs (and the evaluation results after the checkpoint) are rewound to
+the checkpoint's step, so the continued run is bit-exact with an uninterrupted one. Trackers are
+built (rank 0) after the resume, knowing the step they continue from.
 """
 
 from __future__ import annotations
@@ -58,7 +69,7 @@ from conan_core.train import distributed as D
 from conan_core.train.checkpoint import CheckpointError, CheckpointManager, load_json, load_object, load_tensors
 from conan_core.train.faults import FaultInjector
 from conan_core.train.metrics import MetricsLog, StepLog, truncate_jsonl
-from conan_core.train.rng import capture_rng_state, restore_rng_state
+from conan_core.train.rng import capture_rng_state, preserved_rng, restore_rng_state
 from conan_core.train.schedule import WarmupDecay
 
 log = logging.getLogger("conan_core.train")
@@ -174,7 +185,8 @@ class Trainer:
                  optimizer: Any, alpha_fn: Callable[[int], float] | None = None, precision: str = "auto",
                  parallel: str = "auto", flags: RunFlags = RunFlags(), env: D.DistEnv | None = None,
                  world: dict | None = None, data_generator: torch.Generator | None = None,
-                 trainer_state: dict | None = None):
+                 trainer_state: dict | None = None, trackers: Callable[[int], list] | None = None,
+                 evaluation: Any = None):
         self.settings = settings
         self.name = name
         self.flags = flags
@@ -187,6 +199,10 @@ class Trainer:
         self.data_generator = data_generator
         # stage-specific plain data saved with the trainer state (e.g. teacher filter counts)
         self.extra = dict(trainer_state or {})
+        # trackers(start_step) -> the report_to trackers (metrics.jsonl alone when None)
+        self.trackers = trackers
+        # evaluation during training (conan_core.train.evaluation.StageEvaluation) or None
+        self.evaluation = evaluation
         self.faults = FaultInjector.from_env(self.env.rank, name)
 
         self.raw = objective.to(self.env.device)
@@ -195,6 +211,9 @@ class Trainer:
         # its gradients are averaged explicitly (distributed.average_gradients)
         strategy = "none" if self.handles_backward else parallel
         self.model, self.parallel = D.wrap_model(self.raw, self.env, strategy)
+        if evaluation is not None and self.parallel == "fsdp":
+            raise ConanError(f"{name}.eval_every: evaluation during training needs the whole model on rank 0, "
+                             "which FSDP shards; use parallel: ddp, or evaluate the checkpoints afterwards")
         self.optimizer = optimizer.build(self.model.named_parameters(), settings.lr, settings.weight_decay)
         self.schedule = WarmupDecay(self.optimizer, settings.steps, settings.warmup_ratio, settings.lr_decay)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -217,14 +236,17 @@ class Trainer:
         resumed_from = self._start()
         suffix = "" if env.rank == 0 else f".rank-{env.rank}"
         steps_log = StepLog(self.out_dir / f"steps{suffix}.jsonl")
-        metrics = MetricsLog(self.out_dir / "metrics.jsonl", tensorboard=True) if env.is_main else None
+        metrics = self._open_trackers(resumed_from) if env.is_main else None
         bar = self._progress_bar(resumed_from)
         old_handler = self._install_sigterm()
         window_t, window_tokens = time.perf_counter(), 0
         preempted = False
+        evaluation = self.evaluation
+        # a stage that early stopping ended before a kill has nothing left to train
+        last = self.step if evaluation is not None and evaluation.stopped else opts.steps
         self.model.train()
         try:
-            for step in range(self.step + 1, opts.steps + 1):
+            for step in range(self.step + 1, last + 1):
                 t_step = time.perf_counter()
                 r = self.train_step(step)
 
@@ -232,13 +254,21 @@ class Trainer:
                 steps_log.write(step, r.loss, r.grad_norm, r.skipped, r.keys)
                 window_tokens += r.tokens
                 lr = self.schedule.current_lr()
-                if metrics is not None and (step % opts.log_every == 0 or step == opts.steps):
+                scalars = {"loss": r.loss, "lr": lr, "alpha": r.alpha, "grad_norm": r.grad_norm, **r.metrics}
+                if step % opts.log_every == 0 or step == opts.steps:
                     now = time.perf_counter()
-                    record = {"step": step, "loss": r.loss, "lr": lr, "alpha": r.alpha, "grad_norm": r.grad_norm,
-                              "tokens_per_s": window_tokens / max(now - window_t, 1e-9),
-                              "skipped_steps": self.skipped, **r.metrics, **self._window_metrics()}
-                    metrics.write(record)
+                    scalars.update(tokens_per_s=window_tokens / max(now - window_t, 1e-9),
+                                   skipped_steps=self.skipped, **self._window_metrics())
                     window_t, window_tokens = now, 0
+
+                # ---- evaluation during training (no training randomness consumed)
+                stop = False
+                if evaluation is not None and evaluation.due(step):
+                    outcome = self._evaluate(step)
+                    scalars.update(outcome.scalars)
+                    stop = outcome.stop
+                if metrics is not None:
+                    metrics.write(step, scalars)
                 if bar is not None:
                     bar.update(1)
                     tok_s = r.tokens / max(time.perf_counter() - t_step, 1e-9)
@@ -246,13 +276,15 @@ class Trainer:
                                     tok_s=f"{tok_s:.0f}", refresh=False)
 
                 # ---- checkpoint
-                if step % opts.checkpoint_every == 0 or step == opts.steps or self._term:
+                if step % opts.checkpoint_every == 0 or step == opts.steps or self._term or stop:
                     self.save()
                 self.faults.after_step(step)
                 if self._term:
                     log.warning("%s: SIGTERM received: checkpoint %d committed, stopping (resume to continue)",
                                 self.name, step)
                     preempted = True
+                    break
+                if stop:
                     break
         finally:
             self._restore_sigterm(old_handler)
@@ -261,10 +293,47 @@ class Trainer:
                 metrics.close()
             if bar is not None:
                 bar.close()
-        return {"stage": self.name, "steps": self.step, "final_loss": self.last_loss,
-                "seconds": round(time.perf_counter() - t_start, 3), "skipped_steps": self.skipped,
-                "tokens": self.tokens, "preempted": preempted, "resumed_from": resumed_from,
-                "counters": self.counters()}
+        summary = {"stage": self.name, "steps": self.step, "final_loss": self.last_loss,
+                   "seconds": round(time.perf_counter() - t_start, 3), "skipped_steps": self.skipped,
+                   "tokens": self.tokens, "preempted": preempted, "resumed_from": resumed_from,
+                   "counters": self.counters()}
+        if evaluation is not None:
+            summary["evaluation"] = evaluation.summary()
+        return summary
+
+    def _open_trackers(self, start_step: int) -> MetricsLog:
+        """The stage's trackers (rank 0). Building one may import a tracking library or start its
+        background service, which must not draw from the training generators: their states are
+        kept across the construction."""
+        with preserved_rng(self.data_generator):
+            trackers = self.trackers(start_step) if self.trackers is not None else None
+        return MetricsLog(self.out_dir / "metrics.jsonl", trackers=trackers)
+
+    def _evaluate(self, step: int):
+        """Evaluation after ``step`` (every rank calls it; rank 0 evaluates and broadcasts the
+        outcome, so every rank takes the same early-stopping decision). Every random-number state
+        and every module's train/eval mode is the same afterwards as before."""
+        from conan_core.train.evaluation import EvalOutcome
+
+        outcome, error = None, None
+        if self.env.is_main:
+            modes = [(module, module.training) for module in self.raw.modules()]
+            try:
+                with preserved_rng(self.data_generator):
+                    outcome = self.evaluation.run(step, self.faults)
+            except Exception as exc:  # the other ranks wait for the outcome: tell them, then raise
+                error = exc
+            finally:
+                for module, mode in modes:
+                    module.training = mode
+        outcome = D.broadcast_object(outcome if error is None else f"{type(error).__name__}: {error}", self.env)
+        if error is not None:
+            raise error
+        if not isinstance(outcome, EvalOutcome):
+            raise ConanError(f"{self.name}: rank 0 failed in the evaluation of step {step}: {outcome}")
+        if not self.env.is_main:
+            self.evaluation.accept(outcome, step)
+        return outcome
 
     def train_step(self, step: int) -> "StepResult":
         """One optimizer step ``step`` (1-based): steps 1-4 of the module docstring.
@@ -282,6 +351,7 @@ class Trainer:
         tokens = 0
         keys: list = []
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # a metric can occur on some micro-batches only (CoSENT's STS batch)
         for micro in range(1, opts.grad_accum + 1):
             batch = self.stream.next_batch()
             keys.extend(batch.get("keys", []))
@@ -300,6 +370,7 @@ class Trainer:
             loss_sum += loss.detach().double()
             for k, v in out.get("metrics", {}).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
+                counts[k] = counts.get(k, 0) + 1
             self.faults.after_micro(step, micro)
         if self.handles_backward:
             D.average_gradients(self.raw, env)
@@ -337,7 +408,7 @@ class Trainer:
         self.tokens += step_tokens
         self.last_loss = mean_loss
         return StepResult(loss=mean_loss, grad_norm=gnorm, skipped=any_bad, keys=keys, tokens=step_tokens,
-                          alpha=alpha, metrics={k: v / opts.grad_accum for k, v in sums.items()})
+                          alpha=alpha, metrics={k: v / counts[k] for k, v in sums.items()})
 
     def _window_metrics(self) -> dict:
         window = getattr(self.stream, "window_metrics", None)
@@ -387,7 +458,8 @@ class Trainer:
                 "step": self.step, "skipped": self.skipped, "tokens": self.tokens, "last_loss": self.last_loss,
                 "schedule": self.schedule.state_dict(), "world": self.world, "stage": self.name,
                 "steps": self.settings.steps, "alpha": float(self.alpha_fn(max(self.step, 1))),
-                "extra": self.extra})
+                "extra": self.extra,
+                "evaluation": self.evaluation.state_dict() if self.evaluation is not None else None})
         self.ckpt.write_object(f"rank-{env.rank:05d}.pt", {
             "rng": capture_rng_state(self.data_generator),
             "stream": self.stream.state_dict()})
@@ -401,6 +473,8 @@ class Trainer:
                 shutil.rmtree(self.ckpt.root, ignore_errors=True)
                 for name in self._log_files():
                     name.unlink(missing_ok=True)
+                if self.evaluation is not None:
+                    self.evaluation.rewind(0)
             D.barrier(env)
             return 0
         found, error = None, None
@@ -442,6 +516,8 @@ class Trainer:
         self.tokens = int(trainer["tokens"])
         self.last_loss = float(trainer["last_loss"])
         self.extra = dict(trainer.get("extra", {}))
+        if self.evaluation is not None and trainer.get("evaluation") is not None:
+            self.evaluation.load_state_dict(trainer["evaluation"])
         rank_file = path / f"rank-{env.rank:05d}.pt"
         if changed:
             log.warning("%s: resuming from %s although %s; the data position restarts (--allow-data-change)",
@@ -464,6 +540,8 @@ class Trainer:
         if self.env.is_main:
             for path in self._log_files():
                 truncate_jsonl(path, step)
+            if self.evaluation is not None:
+                self.evaluation.rewind(step)
         D.barrier(self.env)
 
     # ------------------------------------------------------------------ helpers

@@ -1,22 +1,21 @@
-"""Step logs: ``steps.jsonl`` (exact, for resume checks), ``metrics.jsonl`` (+ TensorBoard if installed).
+"""Step logs: ``steps.jsonl`` (exact, for resume checks) and the scalars every tracker receives.
 
 ``steps.jsonl`` has one line per optimizer step: ``{"step", "loss" (float.hex of the mean loss),
 "grad_norm" (float.hex), "skipped" (bool), "consumed": [[url, key], ...]}``. It holds no timings, so
 an interrupted-and-resumed run writes the same bytes as an uninterrupted one. On several ranks, rank
 R > 0 writes ``steps.rank-R.jsonl`` with its own consumed keys.
 
-``metrics.jsonl`` has one JSON object per logged step (``step, loss, lr, alpha, tokens_per_s, ...``).
+``metrics.jsonl`` (:class:`conan_core.trackers.jsonl.JSONLTracker`) has one JSON object per step
+(``step, loss, lr, alpha, grad_norm``, the objective's metrics; ``tokens_per_s`` and the windowed
+counters every ``log_every`` steps; ``eval/...`` after an evaluation); :class:`MetricsLog` hands the
+same scalars to every tracker of ``report_to``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import math
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger("conan_core.train")
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
@@ -46,12 +45,6 @@ def _hex(value: float) -> str:
     return float(value).hex()
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/Inf literal
-    return value
-
-
 class StepLog:
     """Appends one exact line per step; flushed each time so a killed process leaves whole lines."""
 
@@ -72,32 +65,37 @@ class StepLog:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` lines, mirrored to TensorBoard (``<dir>/tb``) when ``tensorboard`` is installed."""
+    """The stage's trackers behind one ``write(step, scalars)``: ``metrics.jsonl`` always, then the
+    ``report_to`` ones (:mod:`conan_core.trackers`) in their order.
 
-    def __init__(self, path: Path, tensorboard: bool = True):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # optional dependency: JSONL is the record of truth
-                log.debug("tensorboard not installed; metrics go to %s only", self.path)
-            else:
-                self._tb = SummaryWriter(str(self.path.parent / "tb"))
+    ``trackers`` None means ``metrics.jsonl`` alone (written at ``path``); given trackers must
+    include a ``jsonl`` one (:func:`conan_core.builder.build_tracker_plan` puts it first).
+    """
 
-    def write(self, record: dict) -> None:
-        clean = {k: _plain(v) for k, v in record.items()}
-        self._fh.write(json.dumps(clean, sort_keys=False) + "\n")
-        self._fh.flush()
-        if self._tb is not None:
-            step = int(record.get("step", 0))
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, step)
+    def __init__(self, path: Path, trackers: list | None = None):
+        if trackers is None:
+            from conan_core.registries import REGISTRIES
+
+            trackers = [REGISTRIES["trackers"].build("jsonl", "report_to", log_dir=Path(path).parent,
+                                                     run_dir=Path(path).parent, run_name="", stage="",
+                                                     run_config={}, start_step=0)]
+        self.trackers = list(trackers)
+
+    def write(self, step: int, scalars: dict[str, Any]) -> None:
+        """One step's scalars (ints and floats; booleans and other values are not scalars and are
+        dropped) to every tracker."""
+        clean = {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for tracker in self.trackers:
+            tracker.log(int(step), clean)
 
     def close(self) -> None:
-        self._fh.close()
-        if self._tb is not None:
-            self._tb.close()
+        """Close every tracker, even when one fails (the first failure is raised afterwards)."""
+        error = None
+        for tracker in self.trackers:
+            try:
+                tracker.close()
+            except Exception as exc:  # one tracker's failure must not leave the others open
+                if error is None:
+                    error = exc
+        if error is not None:
+            raise error

@@ -8,6 +8,8 @@ states as the uninterrupted run did at that step.
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -66,3 +68,15 @@ def _as_python_state(value):
     if isinstance(value, list):
         return tuple(_as_python_state(v) for v in value)
     return value
+
+
+@contextmanager
+def preserved_rng(data_generator: torch.Generator | None = None) -> Iterator[None]:
+    """Run the block with every random-number state of :func:`capture_rng_state` put back
+    afterwards (even when it raises): work that is not training (evaluation, opening a tracker)
+    cannot shift the random numbers training draws next."""
+    state = capture_rng_state(data_generator)
+    try:
+        yield
+    finally:
+        restore_rng_state(state, data_generator)

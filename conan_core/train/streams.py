@@ -4,8 +4,8 @@ A stream has ``next_batch() -> dict`` (tensors, nested dicts of tensors, ``"keys
 ``(url, key)`` of every sample consumed, ``"tokens"``: real tokens in the batch), ``state_dict()``
 / ``load_state_dict()`` (the exact position), ``counters()`` and ``close()``. Optional:
 ``observe(observations)`` (the trainer hands it what the objective returned under
-``"observations"`` after every micro-batch) and ``window_metrics()`` (plain floats logged with
-each ``metrics.jsonl`` line, covering the steps since the previous line).
+``"observations"`` after every micro-batch) and ``window_metrics()`` (plain floats logged every
+``log_every`` steps, covering the steps since the previous call).
 
 Tokenisation runs in the loader's workers (:mod:`conan_core.data.tokenize`), collation and the
 hard negatives in the main process (:mod:`conan_core.train.collate`).

@@ -138,3 +138,70 @@ def run_cli(args: list[str], fault: str | None = None, nproc: int = 1) -> subpro
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"command hung (> {TIMEOUT} s): {cmd}\nstdout: {exc.stdout}\nstderr: {exc.stderr}")
 
+
+
+# ----------------------------------------------------------------------------- tracker files
+
+def metrics_rows(path: Path) -> dict[int, dict]:
+    """``metrics.jsonl`` as ``{step: {name: value}}``."""
+    rows = (json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+    return {row.pop("step"): row for row in rows}
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[int, dict]:
+    """Every scalar of the TensorBoard event files under ``log_dir`` as ``{step: {tag: value}}``,
+    read by TensorBoard's own loader (purged steps of a resumed run are dropped as it drops them)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    out: dict[int, dict] = {}
+    for tag in acc.Tags()["tensors"]:
+        for event in acc.Tensors(tag):
+            out.setdefault(event.step, {})[tag] = float(make_ndarray(event.tensor_proto))
+    for tag in acc.Tags()["scalars"]:
+        for event in acc.Scalars(tag):
+            out.setdefault(event.step, {})[tag] = event.value
+    return out
+
+
+def wandb_history(run_dir: Path, stage: str) -> list[dict]:
+    """The history rows ``stage`` logged in the offline W&B runs under ``RUN/wandb`` (in file order),
+    each ``{name: value}`` with the ``<stage>/`` prefix removed.
+
+    W&B writes a ``.wandb`` file per process: a 7-byte header, then records in LevelDB's log
+    format (32 KiB blocks, each chunk a 7-byte header: crc32, length, type FULL/FIRST/MIDDLE/LAST),
+    each record a ``wandb_internal_pb2.Record`` protobuf."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    rows = []
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        data = path.read_bytes()
+        assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
+        pos, pending = 7, b""
+        while pos + 7 <= len(data):
+            left = 32768 - pos % 32768
+            if left < 7:
+                pos += left
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            if length == 0 and kind == 0:  # block padding
+                pos += left
+                continue
+            chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+            pending = chunk if kind in (1, 2) else pending + chunk
+            if kind not in (1, 4):
+                continue
+            record = pb.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                items = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item}
+                prefix = f"{stage}/"
+                row = {k[len(prefix):]: v for k, v in items.items() if k.startswith(prefix)}
+                if row:
+                    rows.append(row)
+    return rows

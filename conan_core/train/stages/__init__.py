@@ -9,10 +9,14 @@
 4. the model it starts from (:func:`~conan_core.train.stages.common.start_model`), the stage's
    components (:func:`conan_core.builder.build_stage`, the only place YAML becomes objects) and
    the stage module's ``wire(ctx, model, components)`` (objective, data stream, world fingerprint);
-5. :class:`~conan_core.train.loop.Trainer` trains (resuming from the newest committed checkpoint);
+5. :class:`~conan_core.train.loop.Trainer` trains (resuming from the newest committed checkpoint),
+   logging to the run's trackers (``report_to``) and, with ``eval_every``, evaluating during
+   training (:mod:`conan_core.train.evaluation`);
 6. ``final/`` (``save_pretrained`` model, tokenizer, ``embedder.json``, ``pooler.safetensors``) and
    ``DONE`` (JSON summary) are written; after SIGTERM it returns ``preempted: True`` instead, with
-   neither written.
+   neither written. With ``keep_best`` (``final: best``, the default) ``final/`` is a copy of
+   ``best/``, the best evaluated model, so the next stage, the export and ``Embedder.load`` use it;
+   with ``final: last`` it holds the last step's model and ``best/`` stays beside it.
 """
 
 from __future__ import annotations
@@ -84,7 +88,9 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
     from conan_core.builder import build_stage
     from conan_core.config import dump_config
     from conan_core.tokenizer import load_tokenizer
+    from conan_core.config import resolve
     from conan_core.train import distributed as D
+    from conan_core.train.evaluation import stage_evaluation
     from conan_core.train.loop import RunFlags, Trainer
     from conan_core.train.prepare import prepare_run, tokenizer_dir
     from conan_core.train.rng import seed_everything
@@ -101,7 +107,10 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
     if env.is_main:
         prepare_run(cfg, run_dir, progress=progress)
         if not (run_dir / "config.yaml").is_file():
+            from conan_core import provenance
+
             dump_config(cfg, run_dir / "config.yaml")
+            provenance.write_once(cfg, run_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
     D.barrier(env)
 
@@ -114,14 +123,20 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
         _compile(model, stage, stage_cfg.compile_backend)
     components = build_stage(cfg, stage, hidden_size(model))
     plan = _wirings()[stage](ctx, model, components)
+    evaluation = stage_evaluation(ctx, plan, components)
     # training randomness starts from the same state whatever the preparation consumed
     data_generator = seed_everything(cfg.seed, env.rank)
     flags = RunFlags(resume=resume, allow_data_change=allow_data_change, fallback_checkpoint=fallback_checkpoint,
                      progress=progress)
+
+    def trackers(start_step: int) -> list:
+        return components.trackers.build(log_dir=stage_dir, run_dir=run_dir, run_name=cfg.name, stage=stage,
+                                         run_config=resolve(cfg), start_step=start_step)
+
     trainer = Trainer(plan.objective, plan.stream, components.config, stage_dir, name=stage,
                       optimizer=components.optimizer, alpha_fn=components.alpha, precision=cfg.precision,
                       parallel=cfg.parallel, flags=flags, env=env, world=plan.world, data_generator=data_generator,
-                      trainer_state=plan.extra)
+                      trainer_state=plan.extra, trackers=trackers, evaluation=evaluation)
     try:
         summary = trainer.fit()
     finally:
@@ -131,7 +146,7 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
         summary["counters"].update(plan.finish())
     if summary["preempted"]:
         return summary
-    save_final(ctx, plan, trainer)
+    _save_final(ctx, plan, trainer, evaluation)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     if env.is_main:
         write_json_atomic(done, summary)
@@ -154,6 +169,29 @@ def _compile(model: Any, stage: str, backend: str) -> None:
     # causal, soft (bias) and bidirectional kernel paths, padded or not, each compile once: more
     # variants than torch's default limit of 8 per code object
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+
+def _save_final(ctx: Any, plan: Any, trainer: Any, evaluation: Any) -> None:
+    """``final/``: the best evaluated model (``keep_best.final: best``) or the last step's."""
+    from conan_core.train import distributed as D
+    from conan_core.train.evaluation import best_dir
+    from conan_core.train.stages.common import publish_copy, save_final
+
+    keep = ctx.stage_cfg.keep_best
+    if evaluation is not None and keep is not None and keep.final == "best":
+        source = best_dir(ctx.stage_dir, evaluation.best_step) if ctx.env.is_main else None
+        found = D.broadcast_object(str(source) if source is not None else None, ctx.env)
+        if found is not None:
+            if ctx.env.is_main:
+                publish_copy(Path(found), ctx.stage_dir / "final")
+            D.barrier(ctx.env)
+            return
+        import logging
+
+        logging.getLogger("conan_core.train").warning(
+            "%s: keep_best found no best model (no evaluation gave %s a comparable value): final/ holds the last "
+            "step's model", ctx.stage, keep.metric)
+    save_final(ctx, plan, trainer)
 
 
 __all__ = ["run_stage", "STAGES"]

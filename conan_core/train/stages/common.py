@@ -162,6 +162,26 @@ def save_final(ctx: StageContext, plan: StageWiring, trainer: Any) -> Path:
     return final
 
 
+def publish_copy(source: Path, dest: Path) -> Path:
+    """``dest`` as a copy of the model directory ``source`` (``final/`` from ``best/``), through
+    ``dest.tmp`` and a rename. Files are hard-linked where the file system allows (no second copy
+    of a large model on disk; every writer replaces files by renaming, so the links never change)."""
+    import os
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    with writing(tmp):
+        shutil.copytree(source, tmp, copy_function=link_or_copy)
+    return publish_dir(tmp, dest)
+
+
 def _write_final(ctx: StageContext, plan: StageWiring, full: dict | None, tmp: Path) -> None:
     from conan_core.backbones.hf import HFDecoder
     from conan_core.backbones.lora import adapter_host, has_lora, lora_spec_of, merged_state_dict

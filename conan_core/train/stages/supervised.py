@@ -49,7 +49,8 @@ def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
     sts_source = None
     if components.sts_loss is not None:
         sts_spec = source_spec(cfg, "sts", ctx.run_dir, allow_data_change=ctx.allow_data_change)
-        if Path(sts_spec["path"]).exists():
+        # a configured sts_source must exist (its reader says so); the default sts/ is optional
+        if c.sts_source is not None or Path(sts_spec["path"]).exists():
             sts_source = build_source(sts_spec, path="supervised.sts", **ctx.source_kwargs())
         else:
             log.warning("supervised: no STS data at %s: training without the STS term", sts_spec["path"])
