@@ -186,7 +186,7 @@ def test_cli_encode_and_eval(run_dir, embedder, tmp_path, capsys):
     jsonl.write_text("".join(json.dumps({"body": t}) + "\n" for t in SENTENCES[:2]), encoding="utf-8")
     assert main(["encode", str(run_dir), "--input", str(jsonl), "--field", "body", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out), embedder.encode(SENTENCES[:2]), atol=1e-6)
-    assert main(["encode", str(run_dir), "--input", str(jsonl), "--out", str(out)]) == 1  # no "text" field
+    assert main(["encode", str(run_dir), "--input", str(jsonl), "--out", str(out)]) == 3  # no "text" field: bad input data
     assert "texts.jsonl:1" in capsys.readouterr().err
 
     data = tmp_path / "data"
@@ -321,13 +321,13 @@ def test_cli_encode_input_and_output_errors(run_dir, tmp_path, capsys):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("first line\nsecond line\ncaf\xe9 au lait\n".encode("latin-1"))
     out = tmp_path / "emb.npy"
-    assert main(["encode", str(run_dir), "--input", str(bad), "--out", str(out)]) == 1
+    assert main(["encode", str(run_dir), "--input", str(bad), "--out", str(out)]) == 3  # bad input data
     err = capsys.readouterr().err
     assert f"{bad}:3: not valid UTF-8" in err and "e9" in err and "Traceback" not in err
     assert not out.exists()
     bad_jsonl = tmp_path / "bad.jsonl"
     bad_jsonl.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
-    assert main(["encode", str(run_dir), "--input", str(bad_jsonl), "--out", str(out)]) == 1
+    assert main(["encode", str(run_dir), "--input", str(bad_jsonl), "--out", str(out)]) == 3
     assert f"{bad_jsonl}:2: not valid UTF-8" in capsys.readouterr().err
 
     good = tmp_path / "texts.txt"
@@ -342,12 +342,12 @@ def test_cli_encode_input_and_output_errors(run_dir, tmp_path, capsys):
             target = tmp_path / "texts.txt" / "emb.npy"  # a path below a regular file
         else:
             target = locked / "emb.npy"
-        assert main(["encode", str(run_dir), "--input", str(good), "--out", str(target)]) == 1
+        assert main(["encode", str(run_dir), "--input", str(good), "--out", str(target)]) == 4  # storage
         err = capsys.readouterr().err
         assert f"{target}: cannot write the output" in err and "Traceback" not in err
     finally:
         locked.chmod(0o700)
-    assert main(["encode", str(run_dir), "--input", str(good), "--out", str(tmp_path)]) == 1
+    assert main(["encode", str(run_dir), "--input", str(good), "--out", str(tmp_path)]) == 4  # an unusable output path
     assert "--out is a directory" in capsys.readouterr().err
 
     from conan_core.commands.eval import EncodeInputError, OutputPathError

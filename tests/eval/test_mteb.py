@@ -134,13 +134,10 @@ mteb = pytest.importorskip("mteb", reason="the mteb extra is not installed")
 
 
 def load_tiny_run():
-    import importlib.util
-    from pathlib import Path
+    """The tiny-run helpers (:mod:`tests.utils`: ``build_tiny_run``, ``SENTENCES``)."""
+    from tests import utils
 
-    spec = importlib.util.spec_from_file_location("tiny_run", Path(__file__).parents[1] / "tiny_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return utils
 
 
 class CountingEncoder(MTEBEncoder):
