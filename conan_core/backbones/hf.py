@@ -175,6 +175,10 @@ class HFDecoder(nn.Module):
         # the base model's parameters are registered once, under ``hf``.
         self.model = _BaseModelCall(self)
 
+    def lora_host(self) -> nn.Module:
+        """The module LoRA adapters go into (:func:`conan_core.backbones.lora.adapter_host`)."""
+        return self.hf
+
     @property
     def config(self):
         return self.hf.config

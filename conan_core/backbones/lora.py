@@ -77,11 +77,11 @@ class LoraSpec(BaseModel):
 
 
 def adapter_host(model: nn.Module) -> nn.Module:
-    """The module LoRA is injected into: the transformers model inside an
-    :class:`~conan_core.backbones.hf.HFDecoder`, else the model itself."""
-    from conan_core.backbones.hf import HFDecoder
-
-    return model.hf if isinstance(model, HFDecoder) else model
+    """The module LoRA is injected into: what a wrapper's ``lora_host()`` names (the transformers
+    model inside an :class:`~conan_core.backbones.hf.HFDecoder`), else the model itself. A method
+    rather than an ``isinstance`` check keeps this module below the backbones that use it."""
+    host = getattr(model, "lora_host", None)
+    return host() if callable(host) else model
 
 
 def linear_names(model: nn.Module) -> list[str]:
