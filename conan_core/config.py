@@ -196,6 +196,9 @@ class RunConfig(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
     parallel: Literal["auto", "none", "ddp", "fsdp"] = Field(
         "auto", description="under torchrun: auto = FSDP2 for >= 1e9 parameters on CUDA, else DDP")
+    fsdp_mixed_precision: bool = Field(
+        True, description="FSDP2 under bf16 precision: all-gather bf16 parameters and reduce gradients in "
+        "fp32 (MixedPrecisionPolicy); false all-gathers the fp32 weights")
     report_to: list[dict[str, Any] | str] = Field(
         default_factory=lambda: [{"type": "jsonl"}],
         description="experiment trackers (keys of kind trackers): jsonl (metrics.jsonl, always written), "

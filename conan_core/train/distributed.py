@@ -135,8 +135,14 @@ def choose_strategy(module: nn.Module, env: DistEnv, strategy: Strategy = "auto"
     return strategy
 
 
-def wrap_model(module: nn.Module, env: DistEnv, strategy: Strategy = "auto") -> tuple[nn.Module, str]:
-    """``(wrapped, kind)``: ``module`` (already on ``env.device``) under DDP / FSDP2 / nothing."""
+def wrap_model(module: nn.Module, env: DistEnv, strategy: Strategy = "auto",
+               param_dtype: torch.dtype | None = None) -> tuple[nn.Module, str]:
+    """``(wrapped, kind)``: ``module`` (already on ``env.device``) under DDP / FSDP2 / nothing.
+
+    ``param_dtype`` (FSDP2 only; e.g. ``torch.bfloat16`` under bf16 autocast): the dtype parameters
+    are all-gathered and computed in, with gradients reduced in float32 and the sharded master
+    weights and optimizer state kept in float32 (``MixedPrecisionPolicy``). ``None`` all-gathers
+    the float32 weights, twice the traffic and unsharded-block memory of bf16."""
     kind = choose_strategy(module, env, strategy)
     if kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel
@@ -144,7 +150,10 @@ def wrap_model(module: nn.Module, env: DistEnv, strategy: Strategy = "auto") -> 
         ids = [env.device.index] if env.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids), kind
     if kind == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy() if param_dtype is None else MixedPrecisionPolicy(
+            param_dtype=param_dtype, reduce_dtype=torch.float32)
 
         # DDP broadcasts rank 0's weights at construction; fully_shard keeps each rank's own
         # values for its shard, so make every rank start from rank 0's copy first
@@ -155,8 +164,8 @@ def wrap_model(module: nn.Module, env: DistEnv, strategy: Strategy = "auto") -> 
         for sub in list(module.modules()):
             if isinstance(sub, nn.ModuleList):
                 for block in sub:
-                    fully_shard(block)
-        fully_shard(module)
+                    fully_shard(block, mp_policy=policy)
+        fully_shard(module, mp_policy=policy)
         return module, kind
     return module, kind
 

@@ -186,7 +186,7 @@ class Trainer:
                  parallel: str = "auto", flags: RunFlags = RunFlags(), env: D.DistEnv | None = None,
                  world: dict | None = None, data_generator: torch.Generator | None = None,
                  trainer_state: dict | None = None, trackers: Callable[[int], list] | None = None,
-                 evaluation: Any = None):
+                 evaluation: Any = None, fsdp_mixed_precision: bool = True):
         self.settings = settings
         self.name = name
         self.flags = flags
@@ -210,14 +210,19 @@ class Trainer:
         # an objective that runs its own backward passes cannot go through DDP's hooks:
         # its gradients are averaged explicitly (distributed.average_gradients)
         strategy = "none" if self.handles_backward else parallel
-        self.model, self.parallel = D.wrap_model(self.raw, self.env, strategy)
+        self.amp_dtype = autocast_dtype(precision, self.env.device)
+        # FSDP2 under bf16 autocast all-gathers bf16 weights and reduces fp32 gradients
+        # (fsdp_mixed_precision); the sharded fp32 weights stay the optimizer's master copy
+        self.fsdp_param_dtype = self.amp_dtype if fsdp_mixed_precision else None
+        self.model, self.parallel = D.wrap_model(self.raw, self.env, strategy, param_dtype=self.fsdp_param_dtype)
+        if self.parallel != "fsdp":
+            self.fsdp_param_dtype = None
         if evaluation is not None and self.parallel == "fsdp":
             raise ConanError(f"{name}.eval_every: evaluation during training needs the whole model on rank 0, "
                              "which FSDP shards; use parallel: ddp, or evaluate the checkpoints afterwards")
         self.optimizer = optimizer.build(self.model.named_parameters(), settings.lr, settings.weight_decay)
         self.schedule = WarmupDecay(self.optimizer, settings.steps, settings.warmup_ratio, settings.lr_decay)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.amp_dtype = autocast_dtype(precision, self.env.device)
 
         self.ckpt = CheckpointManager(self.out_dir / "checkpoints", settings.keep_checkpoints,
                                       rank=self.env.rank, barrier=lambda: D.barrier(self.env),
@@ -299,6 +304,8 @@ class Trainer:
                    "counters": self.counters()}
         if evaluation is not None:
             summary["evaluation"] = evaluation.summary()
+        if self.parallel == "fsdp":  # the dtype blocks were all-gathered and computed in
+            summary["fsdp_param_dtype"] = str(self.fsdp_param_dtype or torch.float32).removeprefix("torch.")
         return summary
 
     def _open_trackers(self, start_step: int) -> MetricsLog:

@@ -94,14 +94,17 @@ class TinyObjective(nn.Module):
         x = self.drop(torch.tanh(self.proj(self.norm(self.embed_tokens(ids[:, :-1])))))
         logits = self.head(x)
         loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), ids[:, 1:].reshape(-1))
-        return {"loss": loss, "metrics": {"alpha_seen": alpha}}
+        # bf16_weights: the dtype FSDP2 all-gathered the weights in for this forward (1.0 = bf16)
+        return {"loss": loss, "metrics": {"alpha_seen": alpha,
+                                          "bf16_weights": float(self.proj.weight.dtype == torch.bfloat16)}}
 
 
 def build(cfg: dict, env=None):
     """``(trainer, data_generator)`` for ``cfg``: ``out``, ``steps`` and optionally ``grad_accum``,
     ``lr``, ``batch_size``, ``shards``, ``per_shard``, ``checkpoint_every``, ``keep``, ``nan_policy``,
     ``resume``, ``allow_data_change``, ``fallback``, ``parallel``, ``fingerprint``, ``num_workers``
-    (the last two only enter the checkpoint's world), ``seed``."""
+    (the last two only enter the checkpoint's world), ``seed``, ``precision`` (default fp32) and
+    ``fsdp_mixed_precision`` (default true)."""
     from conan_core.config import StageConfig
     from conan_core.registries import REGISTRIES
     from conan_core.train import distributed as D
@@ -123,8 +126,9 @@ def build(cfg: dict, env=None):
              "num_workers": cfg.get("num_workers", 0)}
     trainer = Trainer(objective, stream, settings, Path(cfg["out"]), name="engine",
                       optimizer=REGISTRIES["optimizers"].build("adamw"), alpha_fn=lambda s: s / cfg["steps"],
-                      precision="fp32", parallel=cfg.get("parallel", "auto"), flags=flags, env=env, world=world,
-                      data_generator=gen)
+                      precision=cfg.get("precision", "fp32"), parallel=cfg.get("parallel", "auto"), flags=flags,
+                      env=env, world=world, data_generator=gen,
+                      fsdp_mixed_precision=cfg.get("fsdp_mixed_precision", True))
     return trainer, gen
 
 

@@ -81,6 +81,32 @@ def test_fsdp2_matches_ddp_and_resumes_exactly(tmp_path):
     assert_same_final(fsdp, resumed)
 
 
+def test_fsdp2_bf16_gathers_bf16_weights_and_keeps_fp32_masters(tmp_path):
+    """parallel fsdp + precision bf16: blocks are all-gathered and computed in bf16 with fp32
+    gradient reduction (MixedPrecisionPolicy), the sharded weights stay fp32, and training follows
+    DDP under the same bf16 autocast to bf16 rounding; fsdp_mixed_precision: false gathers fp32."""
+    import torch
+
+    from tests.train.harness import load_final
+
+    runs = {"ddp": {"parallel": "ddp"}, "mixed": {"parallel": "fsdp"},
+            "fp32_gather": {"parallel": "fsdp", "fsdp_mixed_precision": False}}
+    out = {}
+    for name, extra in runs.items():
+        out[name] = assert_ok(run_job({**DIST, "out": str(tmp_path / name), "precision": "bf16", **extra}, nproc=2))
+    final = {name: load_final(tmp_path / name) for name in runs}
+    seen = {name: {row["bf16_weights"] for row in _lines(tmp_path / name / "metrics.jsonl")} for name in runs}
+    assert out["mixed"]["fsdp_param_dtype"] == "bfloat16" and seen["mixed"] == {1.0}
+    assert out["fp32_gather"]["fsdp_param_dtype"] == "float32" and seen["fp32_gather"] == seen["ddp"] == {0.0}
+    assert "fsdp_param_dtype" not in out["ddp"]
+    for name in runs:
+        params = final[name]["params"]
+        assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in params.values()), name
+    for k, v in final["ddp"]["params"].items():  # bf16 compute either way: bf16-level agreement
+        torch.testing.assert_close(final["mixed"]["params"][k], v, rtol=0.0, atol=2e-2)
+    assert abs(out["mixed"]["final_loss"] - out["ddp"]["final_loss"]) < 0.05 * abs(out["ddp"]["final_loss"])
+
+
 def test_gathered_in_batch_negatives_match_the_global_batch(tmp_path):
     """Weak-stage InfoNCE on 2 ranks (all_gather with gradients + DDP average) has the gradient of
     the single-process global batch (duplicate-positive masking included)."""

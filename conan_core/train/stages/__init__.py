@@ -136,7 +136,8 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
     trainer = Trainer(plan.objective, plan.stream, components.config, stage_dir, name=stage,
                       optimizer=components.optimizer, alpha_fn=components.alpha, precision=cfg.precision,
                       parallel=cfg.parallel, flags=flags, env=env, world=plan.world, data_generator=data_generator,
-                      trainer_state=plan.extra, trackers=trackers, evaluation=evaluation)
+                      trainer_state=plan.extra, trackers=trackers, evaluation=evaluation,
+                      fsdp_mixed_precision=cfg.fsdp_mixed_precision)
     try:
         summary = trainer.fit()
     finally:
