@@ -205,46 +205,30 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
 
 
 def _read_txt(path: Path) -> list[str]:
+    from conan_core.jsonl import decode_line
+
     texts = []
     # bytes per line, decoded one by one: a decoding error then knows its line (a text-mode read
     # only reports a byte offset into a buffered chunk)
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            texts.append(_decode_line(path, lineno, raw).rstrip("\r\n"))
+            texts.append(decode_line(path, lineno, raw, error=EncodeInputError).rstrip("\r\n"))
     return texts
 
 
 def _read_jsonl(path: Path, field: str) -> list[str]:
-    import json
+    from conan_core.jsonl import iter_jsonl
 
     texts = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = _decode_line(path, lineno, raw)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EncodeInputError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if isinstance(obj, str):
-                texts.append(obj)
-            elif isinstance(obj, dict) and isinstance(obj.get(field), str):
-                texts.append(obj[field])
-            else:
-                raise EncodeInputError(f"{path}:{lineno}: expected an object with a string field {field!r} "
-                                       "(use --field to pick another)")
+    for lineno, obj in iter_jsonl(path, error=EncodeInputError):
+        if isinstance(obj, str):
+            texts.append(obj)
+        elif isinstance(obj, dict) and isinstance(obj.get(field), str):
+            texts.append(obj[field])
+        else:
+            raise EncodeInputError(f"{path}:{lineno}: expected an object with a string field {field!r} "
+                                   "(use --field to pick another)")
     return texts
-
-
-def _decode_line(path: Path, lineno: int, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = raw[exc.start:exc.end]
-        raise EncodeInputError(
-            f"{path}:{lineno}: not valid UTF-8 (byte {bad[:4].hex(' ')} at column {exc.start + 1}); "
-            "convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`) or fix that line") from None
 
 
 def _npy_path(out: Path) -> Path:
