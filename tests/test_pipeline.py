@@ -102,3 +102,13 @@ def test_dry_run_of_the_paper_preset():
     params = int(line.split()[1])
     assert abs(params - 1503e6) / 1503e6 < 0.01
     assert "ZeRO-1" in res.stdout and "GiB" in res.stdout
+    # activations per stage from the formula (checked against autograd in tests/model/test_activation_memory.py)
+    from conan_core.config import load_config
+    from conan_core.model.activation_memory import activation_plan
+    from conan_core.model.sizes import format_bytes
+
+    cfg = load_config("conan-1.4b")
+    rows = cfg.supervised.batch_size * (2 + cfg.supervised.num_negatives)
+    want = activation_plan("conan-1.4b", rows, cfg.supervised.max_length, "bf16", checkpointing=True)["peak"]
+    line = next(l for l in res.stdout.splitlines() if l.strip().startswith("supervised "))
+    assert f"{rows} x {cfg.supervised.max_length}" in line and line.endswith(format_bytes(want))
