@@ -45,9 +45,10 @@ def activation_lines(cfg: RunConfig, arch: dict, dtype: str) -> list[str]:
     if not all(k in arch for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers")):
         return ["activations: not estimated for this backbone (no Llama-style hidden/intermediate/head sizes)"]
     checkpointing = bool(cfg.model.get("gradient_checkpointing", False))
+    every = int(cfg.model.get("checkpoint_every", 1) or 1)
     lines = [f"activations per micro-batch per GPU ({'fp32' if dtype == 'fp32' else 'bf16 autocast'}, padded to "
              f"max_length; LM head and loss not included; model.gradient_checkpointing: "
-             f"{str(checkpointing).lower()}):"]
+             f"{str(checkpointing).lower()}, checkpoint_every: {every}):"]
     for name in ("pretrain", "sft", "weak", "supervised"):
         stage = getattr(cfg, name)
         if not stage.enabled:
@@ -59,7 +60,8 @@ def activation_lines(cfg: RunConfig, arch: dict, dtype: str) -> list[str]:
             rows = stage.batch_size * (2 + stage.num_negatives)  # query, positive, hard negatives
         soft = str((stage.mask or {}).get("type", "")) == "soft"
         plain = activation_plan(arch, rows, stage.max_length, dtype, dense_bias=soft)
-        ckpt = activation_plan(arch, rows, stage.max_length, dtype, checkpointing=True, dense_bias=soft)
+        ckpt = activation_plan(arch, rows, stage.max_length, dtype, checkpointing=True, checkpoint_every=every,
+                               dense_bias=soft)
         lines.append(f"  {name:<11} {rows:>4} x {stage.max_length:<5} tokens  {format_bytes(plain['peak']):>11}  "
                      f"checkpointed peak {format_bytes(ckpt['peak']):>11}")
     return lines

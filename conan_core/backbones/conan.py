@@ -32,6 +32,8 @@ class ConanBackbone(Backbone):
         attention: dict[str, Any] = component_field("attention", "sdpa", description="attention kernel")
         norm: dict[str, Any] = component_field("norms", "torch", description="RMSNorm implementation")
         gradient_checkpointing: bool = Field(False, description="recompute blocks in backward to save memory")
+        checkpoint_every: int = Field(1, ge=1, description="with gradient_checkpointing: recompute blocks 0, n, "
+                                      "2n, ... (1 = every block); the others keep their activations (faster)")
         lora: LoraSpec | None = Field(None, description="LoRA adapters (peft) on linear layers; only they "
                                                         "train, each stage's final/ holds the merged weights")
 
@@ -77,7 +79,7 @@ class ConanBackbone(Backbone):
         else:
             model = ConanForCausalLM(config)
         if self.config.gradient_checkpointing:
-            enable_checkpointing(model)
+            enable_checkpointing(model, every_n_layers=self.config.checkpoint_every)
         return self.adapt(model)
 
 
@@ -94,12 +96,19 @@ def conan_linear_names() -> list[str]:
     return linear_names(model)
 
 
-def enable_checkpointing(model: Any) -> None:
-    """Turn on non-reentrant activation checkpointing of every block (transformers 4.x and 5.x)."""
+def enable_checkpointing(model: Any, every_n_layers: int = 1) -> None:
+    """Turn on non-reentrant activation checkpointing (transformers 4.x and 5.x) of every block, or
+    of blocks 0, n, 2n, ... with ``every_n_layers`` = n (Conan models; others checkpoint every block)."""
     enable = getattr(model, "activation_checkpointing_enable", None)  # 5.x name; 4.x has only the old one
     if enable is None:
         enable = model.gradient_checkpointing_enable
     enable({"use_reentrant": False})
+    if every_n_layers != 1:
+        from conan_core.model import ConanModel
+
+        for module in model.modules():
+            if isinstance(module, ConanModel):
+                module.checkpoint_every = every_n_layers
 
 
 def _compact(spec: dict[str, Any]) -> str | dict[str, Any]:

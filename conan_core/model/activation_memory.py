@@ -19,9 +19,10 @@ The count is by tensor, from what each op of a block saves (checked exactly agai
   sequence, shared by every block and head (``4 L`` bytes per token). No ``L x L`` term per block:
   the fused kernels (SDPA flash / efficient, FlexAttention) keep the log-sum-exp, not the
   probabilities; the ``eager`` backend is not counted here.
-* with activation checkpointing (``model.gradient_checkpointing``) a block keeps only its input
-  (``h`` in the residual stream's dtype, fp32 under autocast) and recomputes the rest in backward,
-  so the peak adds one block's activations to what the forward kept.
+* with activation checkpointing (``model.gradient_checkpointing``; blocks 0, n, 2n, ... with
+  ``model.checkpoint_every`` = n) a checkpointed block keeps only its input (fp32, the residual
+  stream) and recomputes the rest in backward, so the peak adds one block's activations to what
+  the forward kept.
 
 Left out: the LM head / loss (the chunked cross-entropy holds ``chunk_size x vocab`` logits at a
 time), the loss's similarity matrices (small next to the encoder), allocator slack and the
@@ -53,12 +54,15 @@ def block_bytes_per_token(arch: Any, dtype: str = "bf16") -> int:
 
 
 def activation_plan(arch: Any, batch: int, seq_len: int, dtype: str = "bf16", *,
-                    checkpointing: bool = False, dense_bias: bool = False) -> dict[str, int]:
+                    checkpointing: bool = False, checkpoint_every: int = 1,
+                    dense_bias: bool = False) -> dict[str, int]:
     """Activation bytes of one forward of ``batch`` sequences of ``seq_len`` tokens (padded).
 
-    Returns ints: ``saved`` (what the forward keeps for backward), ``peak`` (``saved`` plus, with
-    checkpointing, one block recomputed in backward), ``per_block`` (one block, all tokens),
-    ``outside_blocks`` and ``weight_copies`` (autocast's bf16 weight copies; 0 in fp32).
+    With ``checkpointing``, blocks 0, n, 2n, ... (n = ``checkpoint_every``) keep only their input
+    and the others everything. Returns ints: ``saved`` (what the forward keeps for backward),
+    ``peak`` (``saved`` plus, with checkpointing, one block recomputed in backward), ``per_block``
+    (one block, all tokens), ``outside_blocks``, ``weight_copies`` (autocast's bf16 weight copies
+    of the blocks whose activations are kept; 0 in fp32) and ``checkpointed_blocks``.
     """
     if dtype not in ACTIVATION_DTYPES:
         raise ConanError(f"activation memory: dtype must be one of {', '.join(ACTIVATION_DTYPES)} (got {dtype!r})")
@@ -72,16 +76,18 @@ def activation_plan(arch: Any, batch: int, seq_len: int, dtype: str = "bf16", *,
     rope = 2 * head_dim * (4 if dtype == "fp32" else 2)
     outside = tokens * (8 + rope + 4 * (2 * h + 1)) + (4 * tokens * seq_len if dense_bias else 0)
     per_block = tokens * block_bytes_per_token(a, dtype)
+    if checkpoint_every < 1:
+        raise ConanError(f"activation memory: checkpoint_every must be >= 1 (got {checkpoint_every})")
     sizes = parameter_breakdown(a)
-    weight_copies = 0 if dtype == "fp32" else 2 * layers * (sizes["attention"] + sizes["mlp"])
-    if checkpointing:
-        saved = outside + layers * tokens * 4 * h  # each block's input, fp32 residual stream
-        peak = saved + per_block + (weight_copies // layers if layers else 0)
-    else:
-        saved = outside + layers * per_block + weight_copies
-        peak = saved
+    copies_per_block = 0 if dtype == "fp32" else 2 * (sizes["attention"] + sizes["mlp"])
+    checkpointed = len(range(0, layers, checkpoint_every)) if checkpointing else 0
+    kept = layers - checkpointed
+    # a checkpointed block keeps its input (the fp32 residual stream); the others keep everything
+    saved = outside + checkpointed * tokens * 4 * h + kept * (per_block + copies_per_block)
+    peak = saved + (per_block + copies_per_block if checkpointed else 0)
     return {"saved": saved, "peak": peak, "per_block": per_block, "outside_blocks": outside,
-            "weight_copies": weight_copies, "tokens": tokens, "layers": layers}
+            "weight_copies": kept * copies_per_block, "tokens": tokens, "layers": layers,
+            "checkpointed_blocks": checkpointed}
 
 
 def _widths(arch: Any) -> tuple[int, int, int, int, int]:

@@ -15,16 +15,19 @@ ARCH = {"hidden_size": 48, "intermediate_size": 136, "num_hidden_layers": 3, "nu
         "num_key_value_heads": 2, "head_dim": 8, "vocab_size": 211}
 
 
-def saved_bytes(batch: int, length: int, dtype: str, *, mask: dict | None = None, checkpointing: bool = False) -> int:
+def saved_bytes(batch: int, length: int, dtype: str, *, mask: dict | None = None, checkpointing: bool = False,
+                checkpoint_every: int = 1) -> int:
     """Bytes of the distinct storages autograd saves in one training forward of ConanModel."""
     from conan_core.model import ConanModel
     from conan_core.model.configuration import ConanConfig
     from conan_core.registries import REGISTRIES
 
+    from conan_core.backbones.conan import enable_checkpointing
+
     model = ConanModel(ConanConfig(**ARCH, attn_implementation="sdpa"))
     model.train()
     if checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model, every_n_layers=checkpoint_every)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
@@ -63,6 +66,16 @@ def test_checkpointing_keeps_each_blocks_input_and_peaks_one_block_higher(dtype)
     full = activation_plan(ARCH, 2, 32, dtype)
     assert plan["saved"] < full["saved"] and plan["peak"] < full["peak"]
     assert plan["peak"] - plan["saved"] == plan["per_block"] + full["weight_copies"] // ARCH["num_hidden_layers"]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_checkpoint_every_second_block(dtype):
+    """3 blocks, checkpoint_every 2: blocks 0 and 2 recompute, block 1 keeps its activations."""
+    plan = activation_plan(ARCH, 2, 32, dtype, checkpointing=True, checkpoint_every=2)
+    assert plan["checkpointed_blocks"] == 2
+    assert saved_bytes(2, 32, dtype, checkpointing=True, checkpoint_every=2) == plan["saved"]
+    every = activation_plan(ARCH, 2, 32, dtype, checkpointing=True)
+    assert every["saved"] < plan["saved"] < activation_plan(ARCH, 2, 32, dtype)["saved"]
 
 
 def test_scales_with_tokens_and_rejects_bad_input():
