@@ -155,7 +155,7 @@ def _read_settings(model_dir: Path, run_dir: Path | None) -> EmbedderSettings:
 
 
 def _exported_settings(model_dir: Path) -> dict | None:
-    """The ``embedder`` entry of an export's config.json (see conan_core.export.remote_code), or None."""
+    """The ``embedder`` entry of an export's config.json (see conan_core.backbones.remote_code), or None."""
     file = model_dir / "config.json"
     try:
         cfg = json.loads(file.read_text(encoding="utf-8"))
@@ -204,14 +204,14 @@ def _resolve_dtype(dtype: Any, device: str):
 def load_backbone(model_dir: Path):
     """The encoder module of ``model_dir``: ``ConanModel`` for ``model_type == "conan"`` (a stage's
     final/), the export classes for an export (``conan_embedder``, ``conan_hf_embedder``: see
-    :mod:`conan_core.export.remote_code`), any other transformers causal LM wrapped in
+    :mod:`conan_core.backbones.remote_code`), any other transformers causal LM wrapped in
     :class:`~conan_core.backbones.hf.HFDecoder`. float32, CPU."""
     import torch
 
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     with quiet_transformers():
         if cfg.get("model_type") in ("conan_embedder", "conan_hf_embedder"):
-            from conan_core.export.remote_code import EXPORT_MODEL_TYPES
+            from conan_core.backbones.remote_code import EXPORT_MODEL_TYPES
 
             return EXPORT_MODEL_TYPES[cfg["model_type"]][1].from_pretrained(str(model_dir), dtype=torch.float32)
         if cfg.get("model_type") == "conan":

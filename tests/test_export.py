@@ -44,7 +44,7 @@ def mean_pool(hidden: torch.Tensor, attention: torch.Tensor) -> np.ndarray:
 
 
 def test_layout_config_and_card(exported):
-    import conan_core.export.remote_code as remote_code
+    import conan_core.backbones.remote_code as remote_code
 
     names = {p.name for p in exported.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_conan.py", "modeling_conan.py", "tokenizer.json",

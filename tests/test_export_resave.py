@@ -49,7 +49,7 @@ RESAVE = textwrap.dedent("""
     import conan_core.export.remote_code
     for path, out in jobs:
         st = SentenceTransformer(path, device="cpu")
-        assert type(st[0].auto_model).__module__ == "conan_core.export.remote_code.modeling_conan"
+        assert type(st[0].auto_model).__module__ == "conan_core.backbones.remote_code.modeling_conan"
         st.save(out + "/st_registered")
 """)
 

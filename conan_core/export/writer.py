@@ -5,7 +5,7 @@ Layout of ``OUT/``::
     config.json, model.safetensors     the encoder (no LM head) with the mask the embedder used:
                                        model_type "conan_embedder" (Conan decoder) or
                                        "conan_hf_embedder" (any transformers decoder, e.g. Qwen2)
-    configuration_conan.py             the classes' code (conan_core/export/remote_code), which
+    configuration_conan.py             the classes' code (conan_core/backbones/remote_code), which
     modeling_conan.py                  imports the installed conan_core; transformers copies both
                                        files again on every save of a model loaded from OUT
     tokenizer.json, tokenizer_config.json, ...
@@ -207,7 +207,7 @@ def _write_export(tmp: Path, model_dir: Path, run_root: Path | None, max_length:
     return embedder
 
 
-#: the code files an export carries (conan_core/export/remote_code)
+#: the code files an export carries (conan_core/backbones/remote_code)
 CODE_FILES = ("configuration_conan.py", "modeling_conan.py")
 #: config fields describing a saved file or set by the export, not the architecture
 _NOT_ARCHITECTURE = ("model_type", "architectures", "auto_map", "transformers_version", "_name_or_path", "dtype",
@@ -215,7 +215,7 @@ _NOT_ARCHITECTURE = ("model_type", "architectures", "auto_map", "transformers_ve
 
 
 def export_model(model, default_mask: str | dict, default_alpha: float, embedder: dict | None = None):
-    """The encoder of an ``Embedder`` model as an export class (see ``conan_core.export.remote_code``).
+    """The encoder of an ``Embedder`` model as an export class (see ``conan_core.backbones.remote_code``).
 
     ``model`` is a ``ConanModel`` (the ``conan`` backbone, or a previous export) or an ``HFDecoder``
     / ``HFEmbedderModel`` (the ``hf`` backbone). The Conan encoder's weights are shared, not copied
@@ -224,7 +224,7 @@ def export_model(model, default_mask: str | dict, default_alpha: float, embedder
     import torch
 
     from conan_core.backbones.hf import HFDecoder
-    from conan_core.export.remote_code import ConanEmbedderConfig, ConanEmbedderModel, HFEmbedderConfig, HFEmbedderModel
+    from conan_core.backbones.remote_code import ConanEmbedderConfig, ConanEmbedderModel, HFEmbedderConfig, HFEmbedderModel
     from conan_core.model import ConanModel
 
     if isinstance(model, ConanModel):

@@ -1,5 +1,9 @@
 """The transformers classes of an exported embedder, and their registration.
 
+They live beside the backbones they wrap (the Conan decoder, a transformers decoder) so that
+``Embedder.load`` can read an export without importing the export writer;
+``conan_core.export.remote_code`` re-exports this package (the documented import).
+
 ``configuration_conan.py`` and ``modeling_conan.py`` are the files an export carries (transformers
 copies them on every save of these classes): with them, ``AutoModel.from_pretrained(EXPORT,
 trust_remote_code=True)`` and ``SentenceTransformer(EXPORT, trust_remote_code=True)`` load an
@@ -12,8 +16,8 @@ loads without ``trust_remote_code``; models loaded either way save the code file
 
 from __future__ import annotations
 
-from conan_core.export.remote_code.configuration_conan import ConanEmbedderConfig, HFEmbedderConfig
-from conan_core.export.remote_code.modeling_conan import ConanEmbedderModel, HFEmbedderModel
+from conan_core.backbones.remote_code.configuration_conan import ConanEmbedderConfig, HFEmbedderConfig
+from conan_core.backbones.remote_code.modeling_conan import ConanEmbedderModel, HFEmbedderModel
 
 #: model_type -> (config class, model class) of every export class
 EXPORT_MODEL_TYPES = {ConanEmbedderConfig.model_type: (ConanEmbedderConfig, ConanEmbedderModel),
