@@ -45,6 +45,8 @@ COLUMNS = [
     ("sts", "spearman", "STS Spearman"),
     ("classification", "accuracy", "class. acc"),
 ]
+#: the same metrics on the held-out sources (eval data with eval/out_of_domain/)
+OOD_COLUMNS = [(f"out_of_domain/{evaluator}", metric, title) for evaluator, metric, title in COLUMNS]
 #: run-directory parts every variant of a seed shares (symlinked from the seed's base run)
 SHARED = ("data", "tokenizer", "pretrain", "sft")
 #: config sections a variant must leave as the base has them
@@ -229,7 +231,7 @@ def summarize(result: GridResult) -> dict:
     out: dict[str, dict] = {}
     for name, runs in result.runs.items():
         row = {}
-        for evaluator, metric, _ in COLUMNS:
+        for evaluator, metric, _ in COLUMNS + OOD_COLUMNS:
             vals = _values(runs, evaluator, metric)
             if any(v is None for v in vals) or not vals:
                 continue
@@ -243,14 +245,16 @@ def summarize(result: GridResult) -> dict:
     return out
 
 
-def format_grid_table(result: GridResult) -> str:
-    """Markdown: one row per variant; each cell mean ± std and, off the baseline, Δ and p."""
+def format_grid_table(result: GridResult, columns: list[tuple[str, str, str]] | None = None) -> str:
+    """Markdown: one row per variant; each cell mean ± std and, off the baseline, Δ and p.
+    ``columns``: :data:`COLUMNS` (in-domain, the default) or :data:`OOD_COLUMNS`."""
+    columns = COLUMNS if columns is None else columns
     summary = summarize(result)
-    lines = ["| variant | " + " | ".join(title for _, _, title in COLUMNS) + " |",
-             "|" + "---|" * (len(COLUMNS) + 1)]
+    lines = ["| variant | " + " | ".join(title for _, _, title in columns) + " |",
+             "|" + "---|" * (len(columns) + 1)]
     for name in result.runs:
         cells = []
-        for evaluator, metric, _ in COLUMNS:
+        for evaluator, metric, _ in columns:
             cell = summary[name].get(f"{evaluator}/{metric}")
             if cell is None:
                 cells.append("-")
@@ -266,6 +270,14 @@ def format_grid_table(result: GridResult) -> str:
     return "\n".join(lines)
 
 
+def format_grid_tables(result: GridResult) -> str:
+    """The in-domain table and, when the runs evaluated held-out sources, the out-of-domain one."""
+    text = "In domain:\n\n" + format_grid_table(result)
+    if any(k.startswith("out_of_domain/") for row in summarize(result).values() for k in row):
+        text += "\n\nOut of domain (sources no training split holds):\n\n" + format_grid_table(result, OOD_COLUMNS)
+    return text
+
+
 def write_grid_outputs(result: GridResult, root: Path) -> dict[str, Path]:
     """``<grid>.md``, ``<grid>.json`` and ``<grid>.png`` (when matplotlib is installed) under ``root``."""
     from conan_core.fsio import atomic_write_json, atomic_write_text
@@ -274,7 +286,7 @@ def write_grid_outputs(result: GridResult, root: Path) -> dict[str, Path]:
     grid = result.grid
     head = (f"Grid `{grid.name}` ({grid.description}); seeds {result.seeds}; mean ± std over seeds; "
             f"Δ = paired difference to `{grid.baseline}`, p = two-sided paired t-test (* p < 0.05).\n\n")
-    paths = {"md": atomic_write_text(root / f"{grid.name}.md", head + format_grid_table(result) + "\n"),
+    paths = {"md": atomic_write_text(root / f"{grid.name}.md", head + format_grid_tables(result) + "\n"),
              "json": atomic_write_json(root / f"{grid.name}.json", {
                  "grid": grid.name, "baseline": grid.baseline, "variants": grid.variants, "seeds": result.seeds,
                  "dirs": result.dirs, "cells": summarize(result)})}
@@ -286,7 +298,8 @@ def write_grid_outputs(result: GridResult, root: Path) -> dict[str, Path]:
 
 
 def plot_grid(result: GridResult, path: Path) -> Path:
-    """Grouped bars: one group per metric, one bar per variant (mean), error bars = std over seeds."""
+    """Grouped bars: one group per metric (in-domain, then out-of-domain when evaluated), one bar
+    per variant (mean), error bars = std over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,17 +307,20 @@ def plot_grid(result: GridResult, path: Path) -> Path:
 
     summary = summarize(result)
     names = list(result.runs)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(COLUMNS), 3.6))
+    columns = list(COLUMNS)
+    if any(k.startswith("out_of_domain/") for row in summary.values() for k in row):
+        columns += [(e, m, f"OOD {t}") for e, m, t in OOD_COLUMNS]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(columns), 3.6))
     width = 0.8 / max(1, len(names))
     for k, name in enumerate(names):
         means, errs = [], []
-        for evaluator, metric, _ in COLUMNS:
+        for evaluator, metric, _ in columns:
             cell = summary[name].get(f"{evaluator}/{metric}")
             means.append(cell["mean"] if cell else 0.0)
             errs.append((cell["std"] or 0.0) if cell else 0.0)
-        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(COLUMNS))]
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(columns))]
         ax.bar(xs, means, width, yerr=errs, capsize=2, label=name)
-    ax.set_xticks(range(len(COLUMNS)), [title for _, _, title in COLUMNS], fontsize=8)
+    ax.set_xticks(range(len(columns)), [title for _, _, title in columns], fontsize=7, rotation=20, ha="right")
     ax.set_ylabel("score (mean ± std over seeds)")
     ax.set_title(f"{result.grid.name}: {len(result.seeds)} seed(s)", fontsize=9)
     ax.legend(fontsize=7)

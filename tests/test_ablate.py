@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from conan_core.ablate import (GridResult, check_shared, config_key, format_grid_table, grid_names, load_grid,
-                               paired_test, run_grid, variant_config)
+from conan_core.ablate import (GridResult, check_shared, config_key, format_grid_table, format_grid_tables,
+                               grid_names, load_grid, paired_test, run_grid, variant_config)
 from conan_core.config import load_config, resolve
 from conan_core.errors import ConanError, ConfigError
 
@@ -76,6 +76,13 @@ def test_table_shows_mean_std_and_the_test_against_the_baseline():
     rows = format_grid_table(result).splitlines()
     assert rows[2] == "| abrupt (baseline) | 0.6000 ± 0.1414 | - | - | - |"
     assert rows[3].startswith("| soft | 0.7500 ± 0.2121 (Δ +0.1500, p ")
+    assert "Out of domain" not in format_grid_tables(result)  # no held-out sources evaluated
+    for runs, values in zip(result.runs.values(), ([0.2, 0.3], [0.25, 0.4])):
+        for run, value in zip(runs, values):
+            run["out_of_domain/retrieval"] = {"ndcg@10": value}
+    ood = format_grid_tables(result).split("Out of domain (sources no training split holds):")[1].strip().splitlines()
+    assert ood[2] == "| abrupt (baseline) | 0.2500 ± 0.0707 | - | - | - |"
+    assert ood[3].startswith("| soft | 0.3250 ± 0.1061 (Δ +0.0750, p ")
 
 
 SHORT = ["data.demo_scale=0.1", "tokenizer.vocab_size=500", "model.hidden_size=32", "model.intermediate_size=64",

@@ -99,7 +99,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from conan_core.ablate import format_grid_table, grid_names, load_grid, run_grid
+    from conan_core.ablate import format_grid_tables, grid_names, load_grid, run_grid
 
     if args.list:
         if args.grid is None:
@@ -116,5 +116,5 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     result = run_grid(args.config, grid, seeds=args.seeds, first_seed=args.first_seed, out=args.out,
                       variants=variants, overrides=args.overrides, progress=not args.no_progress)
-    print(format_grid_table(result))
+    print(format_grid_tables(result))
     return 0
