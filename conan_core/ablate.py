@@ -12,7 +12,7 @@ A grid is a YAML file of named override lists (``conan_core/presets/grids/*.yaml
 Overrides are ``--set`` values (plugin keys allowed). Per seed, the stages every variant shares
 (data, tokenizer, pretrain, sft) are trained once, in ``OUT/seed<S>/base``; each variant re-runs
 weak → mine → supervised → eval in ``OUT/seed<S>/v-<hash>``, where the hash is of its resolved
-config, so a variant that appears in several grids (or joins a grid later) is trained once and a
+config's differences from the defaults (:func:`config_key`), so a variant that appears in several grids (or joins a grid later) is trained once and a
 finished run is reused. A variant whose overrides change a shared stage is refused.
 
 Each cell is the mean ± std over seeds; every other variant is compared with the baseline by a
@@ -120,10 +120,34 @@ def variant_config(config: str, overrides: list[str] | None, seed: int, variant:
 
 
 def config_key(cfg: Any) -> str:
-    """A short hash of a resolved config (the name excluded): equal configs share a run directory."""
-    data = resolve(cfg)
+    """A short hash of a resolved config (the name excluded): equal configs share a run directory.
+
+    Only what differs from :class:`RunConfig`'s resolved defaults is hashed, so a field a later
+    version adds with its default leaves every key, and every finished run, as it was. Two
+    different resolved configs still get different keys (a value that differs is hashed on at
+    least one side); a changed default is caught when the run is reused, by the run directory's
+    config check, which names the field."""
+    from conan_core.config import RunConfig
+
+    data = without_defaults(resolve(cfg), resolve(RunConfig()))
     data.pop("name", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def without_defaults(data: dict, defaults: dict) -> dict:
+    """``data`` without the entries equal to those of ``defaults`` (dicts compared key by key,
+    recursively; any other value as a whole)."""
+    out = {}
+    for key, value in data.items():
+        if key not in defaults:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(defaults[key], dict):
+            rest = without_defaults(value, defaults[key])
+            if rest:
+                out[key] = rest
+        elif value != defaults[key]:
+            out[key] = value
+    return out
 
 
 def check_shared(base: Any, cfg: Any, variant: str) -> None:

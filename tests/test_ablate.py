@@ -68,6 +68,26 @@ def test_paired_test_matches_the_t_formula():
     assert paired_test([0.5], [0.4])["p"] is None
 
 
+def test_config_key_ignores_fields_at_their_defaults_and_tells_configs_apart():
+    from conan_core.ablate import without_defaults
+
+    defaults = {"a": 1, "b": {"type": "x", "p": 2, "q": [1]}, "c": "d"}
+    assert without_defaults({"a": 1, "b": {"type": "x", "p": 2, "q": [1]}, "c": "d"}, defaults) == {}
+    assert without_defaults({"a": 1, "b": {"type": "y", "p": 2, "q": [2]}, "c": "d", "new": 0}, defaults) == \
+        {"b": {"type": "y", "q": [2]}, "new": 0}
+    # a field added later with its default (present on both sides) changes no key
+    cfg = variant_config("tiny", [], 0, [])
+    with_new = {**resolve(cfg), "added_later": {"flag": True}}
+    from conan_core.config import RunConfig
+
+    assert without_defaults(with_new, {**resolve(RunConfig()), "added_later": {"flag": True}}) == \
+        without_defaults(resolve(cfg), resolve(RunConfig()))
+    keys = {config_key(variant_config("tiny", [], 0, v)) for v in load_grid("paper-table4").variants.values()}
+    assert len(keys) == 5  # five different variants, five directories
+    assert config_key(variant_config("tiny", [], 0, ["fsdp_mixed_precision=true"])) == \
+        config_key(variant_config("tiny", [], 0, []))  # a value set to its default is the same config
+
+
 def test_table_shows_mean_std_and_the_test_against_the_baseline():
     grid = load_grid("paper-table6")
     result = GridResult(grid=grid, seeds=[0, 1], runs={
