@@ -88,3 +88,24 @@ def build_tiny_run(root: str | Path, *, pooler: dict | None = None, hidden_size:
         "name: tiny-test\nsupervised:\n  max_length: %d\n  query_instruction: %s\n"
         % (max_length, json.dumps(query_instruction)), encoding="utf-8")
     return root
+
+
+def assert_plain_loads_match(export_dir, source, sentences, atol: float = 1e-5) -> None:
+    """An export loaded with plain transformers (mean pooling by hand) and with
+    sentence-transformers (queries and documents) gives ``source``'s (an Embedder) vectors."""
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(str(export_dir)).eval()
+    tok = AutoTokenizer.from_pretrained(str(export_dir))
+    batch = tok(sentences, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(pooled, source.encode(sentences), atol=atol)
+    st = SentenceTransformer(str(export_dir), device="cpu")
+    np.testing.assert_allclose(st.encode_query(sentences), source.encode_queries(sentences), atol=atol)
+    np.testing.assert_allclose(st.encode_document(sentences), source.encode_corpus(sentences), atol=atol)

@@ -94,7 +94,7 @@ def _run_stage(cfg: Any, stage: str, run_dir: Path, env: Any, *, resume: bool, p
     from conan_core.train.loop import RunFlags, Trainer
     from conan_core.train.prepare import prepare_run, tokenizer_dir
     from conan_core.train.rng import seed_everything
-    from conan_core.train.stages.common import StageContext, hidden_size, save_final, start_model, write_json_atomic
+    from conan_core.train.stages.common import StageContext, hidden_size, start_model, write_json_atomic
 
     stage_dir = run_dir / stage
     done = stage_dir / "DONE"
