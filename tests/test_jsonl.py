@@ -9,7 +9,7 @@ from conan_core.jsonl import iter_jsonl
 
 
 class CustomError(ConanError):
-    pass
+    """The error type a caller asks iter_jsonl to raise."""
 
 
 def test_values_with_their_line_numbers_blank_lines_skipped(tmp_path):

@@ -416,44 +416,44 @@ def _local_task_classes() -> dict[str, type]:
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.sts import AbsTaskSTS
 
-    class LocalRetrievalTask(AbsTaskRetrieval):
-        """A retrieval task over ``RetrievalData`` (one ``test`` split, subset ``default``); a subclass
-        per task sets ``metadata``."""
+    class LocalData:
+        """Holds a task's conan eval data and builds mteb's ``dataset`` from it once, on the first
+        ``load_data`` (the subclass's ``test_split``: one ``test`` split, subset ``default``)."""
 
         def __init__(self, data):
             self._data = data
             super().__init__()
 
         def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-            if self.data_loaded:
-                return
-            d = self._data
-            split = {
+            if not self.data_loaded:
+                self.dataset = {"default": {"test": self.test_split(self._data)}}
+                self.data_loaded = True
+
+    class LocalRetrievalTask(LocalData, AbsTaskRetrieval):
+        """A retrieval task over ``RetrievalData``; a subclass per task sets ``metadata``."""
+
+        @staticmethod
+        def test_split(d) -> dict:
+            return {
                 "corpus": Dataset.from_dict({"id": list(d.doc_ids), "text": list(d.doc_texts)}),
                 "queries": Dataset.from_dict({"id": list(d.query_ids), "text": list(d.query_texts)}),
                 # mteb's metrics take integer grades; conan's qrels allow any number > 0 as relevant
                 "relevant_docs": {q: {doc: int(round(s)) for doc, s in docs.items()} for q, docs in d.qrels.items()},
                 "top_ranked": None,
             }
-            self.dataset = {"default": {"test": split}}
-            self.data_loaded = True
 
-    class LocalSTSTask(AbsTaskSTS):
+    class LocalSTSTask(LocalData, AbsTaskSTS):
         """An STS task over ``STSData`` (scores normalised from the file's own min / max); a subclass
         per task sets ``metadata``."""
 
         def __init__(self, data):
             self.min_score, self.max_score = min(data.scores), max(data.scores)
-            self._data = data
-            super().__init__()
+            super().__init__(data)
 
-        def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-            if self.data_loaded:
-                return
-            d = self._data
-            self.dataset = {"default": {"test": Dataset.from_dict(
-                {"sentence1": list(d.s1), "sentence2": list(d.s2), "score": [float(x) for x in d.scores]})}}
-            self.data_loaded = True
+        @staticmethod
+        def test_split(d):
+            return Dataset.from_dict(
+                {"sentence1": list(d.s1), "sentence2": list(d.s2), "score": [float(x) for x in d.scores]})
 
     return {"Retrieval": LocalRetrievalTask, "STS": LocalSTSTask}
 
