@@ -126,6 +126,11 @@ class SFTConfig(StageConfig):
 class EmbeddingStageConfig(StageConfig):
     pooler: dict[str, Any] = component_field("poolers", "mean")
     query_instruction: str = Field("", description="text prepended to every query (with the <instruct> marker)")
+    packing: bool = Field(False, description="encode a batch's queries, positives, negatives (and STS pairs) in one "
+                          "packed forward: sequences end to end in rows, attention and positions kept per sequence "
+                          "(conan_core.model.packing); the padded path's loss to float rounding, without its padding")
+    pack_tokens: int | None = Field(None, gt=0, description="tokens per packed row (packing: true); None = the batch's "
+                                    "longest sequence, so no row costs more attention than a padded one")
 
 
 class WeakConfig(EmbeddingStageConfig):

@@ -263,6 +263,7 @@ class Embedder:
         self.pooler = pooler.eval()
         self.settings = settings
         self.mask = REGISTRIES["masks"].build(settings.mask, "embedder.json mask")
+        self._packed_mask = None
         self.source = Path(source) if source is not None else None
         self.dim = int(getattr(pooler, "output_size", None) or model.config.hidden_size)
         self._device = None
@@ -461,14 +462,17 @@ class Embedder:
     # -- encoding
     def encode(self, texts: Sequence[str] | str, *, batch_size: int = 32, instruction: str | None = None,
                normalize: bool | None = None, dim: int | None = None, device: str | None = None,
-               dtype: Any = None, show_progress: bool | None = None) -> np.ndarray:
+               dtype: Any = None, show_progress: bool | None = None, packing: bool = False) -> np.ndarray:
         """Embeddings of ``texts``: float32 numpy ``[len(texts), dim or self.dim]``, input order.
 
         ``instruction`` is prepended (query format, :func:`format_query`); ``normalize`` None =
         ``embedder.json``'s (true by default): unit L2 rows; ``dim`` keeps the first ``dim``
         coordinates (Matryoshka) and re-normalises; ``show_progress`` None = a tqdm bar when there is
         more than one batch and stderr is a terminal or there are more than 1000 texts. A single
-        string is treated as a list of one.
+        string is treated as a list of one. ``packing`` runs each batch as packed rows of its longest
+        text (:mod:`conan_core.model.packing`; the same embeddings to float rounding, no padding:
+        worth it on GPUs, where the batch's texts differ in length; batches here are already sorted
+        by length, so on CPU it saves little).
         """
         import torch
 
@@ -504,15 +508,16 @@ class Embedder:
         with torch.inference_mode():
             for start in starts:
                 rows = order[start:start + batch_size]
-                emb = self._embed_batch([ids[i] for i in rows], [n_prefix[i] for i in rows], pad_id)
+                emb = self._embed_batch([ids[i] for i in rows], [n_prefix[i] for i in rows], pad_id, packing)
                 emb = emb[:, :out_dim]
                 if normalize:
                     emb = torch.nn.functional.normalize(emb, dim=-1, eps=1e-12)
                 out[rows] = emb.cpu().numpy()
         return out
 
-    def _embed_batch(self, rows: list[list[int]], n_prefix: list[int], pad_id: int):
-        """Pooled float32 [B, dim] of right-padded rows (instruction tokens out of pool_mask)."""
+    def _embed_batch(self, rows: list[list[int]], n_prefix: list[int], pad_id: int, packing: bool = False):
+        """Pooled float32 [B, dim] of right-padded rows (instruction tokens out of pool_mask), from one
+        padded forward or, with ``packing``, one packed forward."""
         import torch
 
         length = max(len(r) for r in rows)
@@ -526,7 +531,15 @@ class Embedder:
             pool_mask[b, :n] = 0
         dev = self._device
         input_ids, attention, pool_mask = input_ids.to(dev), attention.to(dev), pool_mask.to(dev)
-        hidden = self.model.encode(input_ids, attention, mask=self.mask, alpha=self.settings.alpha)
+        if packing:
+            from conan_core.model.packing import PackedMask, packed_hidden
+
+            if self._packed_mask is None or self._packed_mask.inner is not self.mask:
+                self._packed_mask = PackedMask(self.mask)
+            hidden = packed_hidden(self.model, [{"input_ids": input_ids, "attention_mask": attention}],
+                                   self._packed_mask, self.settings.alpha)[0]
+        else:
+            hidden = self.model.encode(input_ids, attention, mask=self.mask, alpha=self.settings.alpha)
         return self.pooler(hidden.float(), attention, pool_mask).float()
 
     def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:

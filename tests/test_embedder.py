@@ -78,6 +78,20 @@ def test_encode_matches_float64_reference_in_input_order(embedder):
     np.testing.assert_allclose(embedder.encode(SENTENCES, batch_size=1), out, atol=1e-5)
 
 
+def test_packed_encode_matches_the_float64_reference(embedder, run_dir):
+    ref = np.stack([reference_embedding(embedder, t) for t in SENTENCES])
+    for batch_size in (3, len(SENTENCES)):
+        packed = embedder.encode(SENTENCES, batch_size=batch_size, packing=True)
+        np.testing.assert_allclose(packed, ref, atol=2e-5)
+    np.testing.assert_allclose(embedder.encode(SENTENCES, packing=True), embedder.encode(SENTENCES), atol=1e-5)
+    # instructions are left out of pooling in the packed rows too
+    emb = Embedder.load(tiny_run.build_tiny_run(run_dir.parent / "packed_excl",
+                                                pooler={"type": "mean", "exclude_instruction": True}))
+    want = np.stack([reference_embedding(emb, t, emb.query_instruction, exclude_instruction=True)
+                     for t in SENTENCES[:4]])
+    np.testing.assert_allclose(emb.encode_queries(SENTENCES[:4], packing=True), want, atol=2e-5)
+
+
 def test_queries_get_the_run_instruction(embedder):
     assert embedder.query_instruction == "Find passages that answer the question"
     q = embedder.encode_queries(SENTENCES[:3])
@@ -186,6 +200,8 @@ def test_cli_encode_and_eval(run_dir, embedder, tmp_path, capsys):
     jsonl.write_text("".join(json.dumps({"body": t}) + "\n" for t in SENTENCES[:2]), encoding="utf-8")
     assert main(["encode", str(run_dir), "--input", str(jsonl), "--field", "body", "--out", str(out)]) == 0
     np.testing.assert_allclose(np.load(out), embedder.encode(SENTENCES[:2]), atol=1e-6)
+    assert main(["encode", str(run_dir), "--input", str(jsonl), "--field", "body", "--out", str(out), "--packing"]) == 0
+    np.testing.assert_allclose(np.load(out), embedder.encode(SENTENCES[:2]), atol=1e-5)
     assert main(["encode", str(run_dir), "--input", str(jsonl), "--out", str(out)]) == 3  # no "text" field: bad input data
     assert "texts.jsonl:1" in capsys.readouterr().err
 

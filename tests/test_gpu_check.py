@@ -14,8 +14,9 @@ def test_check_gpu_smoke_on_cpu():
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     for row in ("train: weak (soft mask, InfoNCE)", "train: causal LM", "faiss flat vs torch bf16 top-k",
-                "encode throughput"):
-        line = next(l for l in res.stdout.splitlines() if l.startswith(row))
+                "encode throughput", "encode throughput packed", "train: supervised padded",
+                "train: supervised packed", "train: supervised packed + compiled blocks"):
+        line = next(l for l in res.stdout.splitlines() if l.startswith(row + "  "))
         assert "  ok  " in line, line
 
 

@@ -54,6 +54,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension (prefix, re-normalised)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-normalize", action="store_true", help="keep raw (unnormalised) embeddings")
+    p.add_argument("--packing", action="store_true",
+                   help="run each batch as packed rows (no padding; same embeddings to float rounding)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.set_defaults(func=cmd_encode)
 
@@ -282,7 +284,7 @@ def cmd_encode(args) -> int:
         embedder = Embedder.load(args.run, device=args.device)
         instruction = embedder.query_instruction if args.query else args.instruction
         emb = embedder.encode(texts, batch_size=args.batch_size, instruction=instruction, dim=args.dim,
-                              normalize=False if args.no_normalize else None)
+                              normalize=False if args.no_normalize else None, packing=args.packing)
     except BaseException:
         tmp.close()
         Path(tmp.name).unlink(missing_ok=True)

@@ -128,10 +128,32 @@ class MaskContext:
         if self.valid is not None:
             rank = self.valid.long().cumsum(-1) - 1  # index among the real tokens (padding: anything)
             first = self.valid.long().argmax(-1)  # first real token; 0 for a row without any
+        docs = document_tensors(self.segment_ids) if self.segment_ids is not None and self.valid is None else None
         return MaskTensors(lengths=self.lengths.long(),
                            alpha=torch.tensor(self.alpha, dtype=dtype, device=self.device),
                            segment_ids=self.segment_ids, dtype=dtype, valid=self.valid, rank=rank,
-                           first=first, q_offset=self.q_offset)
+                           first=first, q_offset=self.q_offset,
+                           doc_index=None if docs is None else docs[0],
+                           doc_start=None if docs is None else docs[1],
+                           doc_lengths=None if docs is None else docs[2])
+
+
+def document_tensors(segment_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(doc_index [B, L], doc_start [B, L], doc_lengths [D])`` of packed rows, all LongTensors.
+
+    A document is a run of equal ids in a row (a new one starts at position 0 and wherever the id
+    changes), so ids need only differ between neighbours. ``doc_index`` numbers the documents of
+    the whole batch row-major from 0, ``doc_start`` is the row position where a token's document
+    starts and ``doc_lengths`` each document's token count (the right-padding tail of a row is a
+    document too; the padding rules replace its values anyway)."""
+    batch, length = segment_ids.shape
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    doc_index = starts.reshape(-1).long().cumsum(0).view(batch, length) - 1
+    index = torch.arange(length, device=segment_ids.device).expand(batch, length)
+    doc_start = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    doc_lengths = torch.bincount(doc_index.reshape(-1), minlength=int(starts.sum()))
+    return doc_index, doc_start, doc_lengths
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,8 @@ class MaskTensors:
 
     ``valid`` / ``rank`` / ``first`` are None under right padding; otherwise bool [B, kv_len],
     LongTensor [B, kv_len] (index among the real tokens) and LongTensor [B] (first real index).
+    ``doc_index`` / ``doc_start`` / ``doc_lengths`` describe packed documents
+    (:func:`document_tensors`) when the context has ``segment_ids`` and right padding, else None.
     """
 
     lengths: torch.Tensor
@@ -150,6 +174,9 @@ class MaskTensors:
     rank: torch.Tensor | None = None
     first: torch.Tensor | None = None
     q_offset: int = 0
+    doc_index: torch.Tensor | None = None
+    doc_start: torch.Tensor | None = None
+    doc_lengths: torch.Tensor | None = None
 
     def token_index(self, b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         """0-based index of position ``i`` in row ``b`` once the padding is removed (``i`` itself

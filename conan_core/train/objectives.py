@@ -72,7 +72,8 @@ class EmbeddingObjective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, pooler: nn.Module, mask: Any, loss: nn.Module, *,
-                 sts_loss: nn.Module | None = None, sts_weight: float = 1.0, gather: bool = False):
+                 sts_loss: nn.Module | None = None, sts_weight: float = 1.0, gather: bool = False,
+                 packing: bool = False, pack_tokens: int | None = None):
         super().__init__()
         self.model = model
         self.pooler = pooler
@@ -84,11 +85,31 @@ class EmbeddingObjective(nn.Module):
         self.grad_cache_chunk = getattr(loss, "grad_cache_chunk", None)
         self.handles_backward = self.grad_cache_chunk is not None
         self._alpha = 0.0
+        self.packing = bool(packing)
+        self.pack_tokens = pack_tokens
+        self._packed_mask = None
+        if self.packing:
+            from conan_core.model.packing import PackedMask
+
+            self._packed_mask = PackedMask(mask)
         freeze_unused_head(model)
 
     def embed(self, inputs: dict, alpha: float) -> torch.Tensor:
         """Pooled float32 [B, H] embeddings of an input dict."""
-        hidden = model_encode(self.model, inputs, self.mask, alpha)
+        return self.embed_many([inputs], alpha)[0]
+
+    def embed_many(self, inputs: list[dict], alpha: float) -> list[torch.Tensor]:
+        """Pooled float32 [B_k, H] embeddings of several input dicts. With ``packing`` one packed
+        forward encodes all of them (:mod:`conan_core.model.packing`: the same function as the
+        padded forwards, up to float rounding); otherwise one padded forward per dict."""
+        if not self.packing:  # forward and pool one dict at a time, the order of every earlier release
+            return [self._pool(model_encode(self.model, x, self.mask, alpha), x) for x in inputs]
+        from conan_core.model.packing import packed_hidden
+
+        hiddens = packed_hidden(self.model, inputs, self._packed_mask, alpha, self.pack_tokens)
+        return [self._pool(h, x) for h, x in zip(hiddens, inputs)]
+
+    def _pool(self, hidden: torch.Tensor, inputs: dict) -> torch.Tensor:
         return self.pooler(hidden.float(), inputs["attention_mask"], inputs.get("pool_mask"))
 
     def _encode_chunk(self, inputs: dict) -> torch.Tensor:
@@ -115,12 +136,10 @@ class EmbeddingObjective(nn.Module):
                 (self._weighted(sts_out.loss) * backward_scale).backward()
                 loss = loss + self._weighted(sts_out.loss.detach())
         else:
-            q = self.embed(batch["query"], alpha)
-            p = self.embed(batch["positive"], alpha)
+            parts = [batch["query"], batch["positive"]] + ([batch["negative"]] if "negative" in batch else [])
+            q, p, *rest = self.embed_many(parts, alpha)
             b = q.shape[0]
-            n = None
-            if "negative" in batch:
-                n = self.embed(batch["negative"], alpha).view(b, -1, q.shape[-1])
+            n = rest[0].view(b, -1, q.shape[-1]) if rest else None
             w, r = world_size(), rank()
             if self.gather and w > 1:
                 q, p = all_gather_with_grad(q), all_gather_with_grad(p)
@@ -147,5 +166,5 @@ class EmbeddingObjective(nn.Module):
         return value if self.sts_weight == 1.0 else self.sts_weight * value
 
     def _sts(self, sts: dict, alpha: float):
-        e1, e2 = self.embed(sts["s1"], alpha), self.embed(sts["s2"], alpha)
+        e1, e2 = self.embed_many([sts["s1"], sts["s2"]], alpha)
         return self.sts_loss(e1, e2, sts["scores"])

@@ -41,7 +41,8 @@ def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
     # a loss that contrasts across ranks (cbb) needs the same queries on every rank
     shared = bool(components.loss.shared_queries)
     objective = EmbeddingObjective(model, pooler, components.mask, components.loss,
-                                   sts_loss=components.sts_loss, sts_weight=c.sts_weight, gather=False)
+                                   sts_loss=components.sts_loss, sts_weight=c.sts_weight, gather=False,
+                                   packing=c.packing, pack_tokens=c.pack_tokens)
     miner, pool_file, remine = build_miner(ctx, components, objective)
     src_kwargs = ctx.source_kwargs() if not shared else {"rank": 0, "world_size": 1, "seed": cfg.seed}
     pairs_spec = source_spec(cfg, "supervised", ctx.run_dir, allow_data_change=ctx.allow_data_change)

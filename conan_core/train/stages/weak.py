@@ -32,7 +32,8 @@ def wire(ctx: StageContext, model: nn.Module, components: Any) -> StageWiring:
     from conan_core.train.streams import weak_stream
 
     cfg, c = ctx.cfg, ctx.cfg.weak
-    objective = EmbeddingObjective(model, components.pooler, components.mask, components.loss, gather=True)
+    objective = EmbeddingObjective(model, components.pooler, components.mask, components.loss, gather=True,
+                                   packing=c.packing, pack_tokens=c.pack_tokens)
     spec = source_spec(cfg, "weak", ctx.run_dir, allow_data_change=ctx.allow_data_change)
     teacher = teacher_filter(ctx, spec, objective, components.alpha(0))
     source = build_source(spec, path="weak.source", **ctx.source_kwargs())
