@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-call GPU check (at most ~8 minutes on one H100/H200). From the repository root:
+# One-call GPU check (at most 9.5 minutes on one H100/H200). From the repository root:
 #   bash benchmarks/gpu/fetch_wheels.sh              # here, once: the packages the GPU image lacks
 #   device run: bash benchmarks/gpu/check.sh          # with carry [".whl"]
 # Runs: the gpu-marked tests, bf16 parity of every attention backend, FlexAttention soft mask at
