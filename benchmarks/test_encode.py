@@ -104,7 +104,8 @@ def test_encode_vs_sentence_transformers(benchmark, interleave, exported):
     assert np.abs(cpu_emb.encode(probe[:6]) - ref).max() < 1e-4
 
     lengths = [len(ids) for ids in emb.tokenize(texts)[0]]
-    np.testing.assert_allclose(emb.encode(probe, batch_size=BATCH, packing=True), ours, atol=1e-5)
+    packed = emb.encode(probe, batch_size=BATCH, packing=True)
+    assert np.abs(packed - ours).max() < (2e-2 if device == "cuda" else 1e-5)  # bf16 on CUDA
     fns = {"embedder": lambda: emb.encode(texts, batch_size=BATCH, show_progress=False),
            "embedder_packed": lambda: emb.encode(texts, batch_size=BATCH, show_progress=False, packing=True),
            "sentence_transformers": lambda: st.encode(texts, batch_size=BATCH, show_progress_bar=False)}

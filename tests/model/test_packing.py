@@ -170,3 +170,22 @@ def test_packed_objective_gives_the_padded_loss_and_gradients(pooler, name, fiel
     for key in grads_pad:
         torch.testing.assert_close(grads_pack[key], grads_pad[key], rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(neg_pack, neg_pad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,fields,alpha", [MASKS[1], MASKS[2]], ids=[MASK_IDS[1], MASK_IDS[2]])
+def test_packed_hidden_states_of_an_hf_backbone_equal_its_padded_forward(name, fields, alpha):
+    """A transformers decoder (``hf`` backbone, random Llama) packs too: our mask and the packed
+    positions reach its attention, so packed rows give its padded hidden states."""
+    torch.manual_seed(0)
+    decoder = REGISTRIES["backbones"].build({"type": "hf", "attn_implementation": "sdpa"}).build(97).eval()
+    reference = REGISTRIES["backbones"].build({"type": "hf", "attn_implementation": "eager"}).build(97).double().eval()
+    reference.load_state_dict(decoder.state_dict())
+    mask = build_mask(name, **fields)
+    inputs = batch_of(seed_of("hf", name))
+    with torch.no_grad():
+        got = packed_hidden(decoder, inputs, mask, alpha, token_budget=48)
+        for x, hidden in zip(inputs, got):
+            want = reference.encode(x["input_ids"], x["attention_mask"], mask=mask, alpha=alpha)
+            keep = x["attention_mask"].bool()
+            err = (hidden[keep].double() - want[keep]).abs().max().item()
+            assert err < 2e-5, err
