@@ -88,7 +88,7 @@ NUM_NEGATIVES = 7  # RECIPE §2.4
 #: base counts at scale 1 (each multiplied by ``scale``, capped by the available items). Retrieval
 #: pairs and the docstring SFT pairs (which the weak stage reads) are 3000 each: with 1000 each the
 #: tiny run reached retrieval nDCG@10 0.206 in domain / 0.120 out of domain; with 3000 (and the
-#: longer weak and supervised stages of the tiny preset) 0.41 / 0.22 (README, "Quick start").
+#: longer weak and supervised stages of the tiny preset) about 0.41 / 0.22 (README, "Quick start").
 SIZES = {
     "pretrain_python": 4400, "pretrain_topics": 400, "pretrain_records": 800, "pretrain_names": 800,
     "pretrain_messages": 600,
