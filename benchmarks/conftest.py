@@ -33,3 +33,30 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def interleave():
     return _interleave
+
+
+@pytest.fixture(scope="session")
+def hand_step():
+    """``hand_step(model, batch) -> step``: a plain training step on a causal LM (``model(input_ids,
+    attention_mask, labels).loss``, backward, gradient clipping at 1.0, then the ``adamw`` factory's
+    optimizer at lr 1e-3, weight decay 0.001); ``step()`` returns the loss as a float. The anchor
+    loops of the step benchmarks."""
+    import torch
+
+    from conan_core.registries import REGISTRIES
+
+    def make(model: torch.nn.Module, batch: dict):
+        opt = REGISTRIES["optimizers"].build({"type": "adamw"}).build(model.named_parameters(), 1e-3, 0.001)
+
+        def step() -> float:
+            loss = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                         labels=batch["labels"]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return float(loss.detach())
+
+        return step
+
+    return make

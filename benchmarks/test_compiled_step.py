@@ -21,12 +21,11 @@ BATCH, LENGTH = (16, 256) if FULL else (8, 128)
 ROUNDS = 8 if FULL else 10
 
 
-def test_compiled_blocks_vs_eager_small(benchmark, interleave):
+def test_compiled_blocks_vs_eager_small(benchmark, interleave, hand_step):
     from torch._dynamo.utils import counters
 
     from conan_core.model import ARCHITECTURES, ConanConfig, ConanForCausalLM
     from conan_core.model.compile import compile_blocks
-    from conan_core.registries import REGISTRIES
 
     config = ConanConfig(**ARCHITECTURES["small"])
     torch.manual_seed(0)
@@ -38,20 +37,8 @@ def test_compiled_blocks_vs_eager_small(benchmark, interleave):
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(7, config.vocab_size, (BATCH, LENGTH), generator=gen)
 
-    def step_fn(model):
-        opt = REGISTRIES["optimizers"].build({"type": "adamw"}).build(model.named_parameters(), 1e-3, 0.001)
-
-        def step() -> float:
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return float(loss.detach())
-
-        return step
-
-    rows = {"eager": step_fn(eager), "compiled": step_fn(compiled)}
+    batch = {"input_ids": ids, "labels": ids}
+    rows = {"eager": hand_step(eager, batch), "compiled": hand_step(compiled, batch)}
     for _ in range(2):  # also the compilation (the first compiled call)
         losses = {name: fn() for name, fn in rows.items()}
         assert abs(losses["compiled"] - losses["eager"]) < 1e-3 * max(1.0, abs(losses["eager"])), losses

@@ -63,24 +63,7 @@ def make_batch() -> dict:
             "keys": [], "tokens": BATCH * LENGTH}
 
 
-def optimizer_for(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return REGISTRIES["optimizers"].build({"type": "adamw"}).build(model.named_parameters(), 1e-3, 0.001)
-
-
-def hand_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict):
-    def step() -> float:
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     labels=batch["labels"]).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    return step
-
-
-def test_trainer_step_vs_hand_loops(benchmark, interleave, tmp_path):
+def test_trainer_step_vs_hand_loops(benchmark, interleave, tmp_path, hand_step):
     from conan_core.config import StageConfig
     from conan_core.train.loop import RunFlags, Trainer
     from conan_core.train.objectives import CausalLMObjective
@@ -114,8 +97,8 @@ def test_trainer_step_vs_hand_loops(benchmark, interleave, tmp_path):
                       flags=RunFlags(progress=False, resume=False))
     counter = iter(range(1, steps + 1))
     rows = {"trainer": lambda: trainer.train_step(next(counter)).loss,
-            "hand": hand_step(hand, optimizer_for(hand), batch),
-            "llama": hand_step(llama, optimizer_for(llama), batch)}
+            "hand": hand_step(hand, batch),
+            "llama": hand_step(llama, batch)}
     # the same function: equal losses on the first two steps (same weights, same optimizer)
     for _ in range(2):
         losses = {name: fn() for name, fn in rows.items()}
