@@ -28,7 +28,7 @@ def test_packed_stage_trains_like_the_padded_one(trained_run, tmp_path, stage, k
     if stage == "supervised":
         sets += ("supervised.miner={type: static}",)
     packed_sets = (*sets, f"{stage}.packing=true") + ((f"{stage}.pack_tokens={budget}",) if budget else ())
-    padded = copy_run(run, tmp_path / "padded", keep, sets)
+    padded = copy_run(run, tmp_path / "padded", keep, (*sets, f"{stage}.packing=false"))
     packed = copy_run(run, tmp_path / "packed", keep, packed_sets)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
