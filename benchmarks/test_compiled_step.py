@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch._dynamo
 
 FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
 BATCH, LENGTH = (16, 256) if FULL else (8, 128)
@@ -32,6 +33,7 @@ def test_compiled_blocks_vs_eager_small(benchmark, interleave, hand_step):
     eager = ConanForCausalLM(config).train()
     compiled = ConanForCausalLM(config).train()
     compiled.load_state_dict(eager.state_dict())
+    torch._dynamo.reset()  # no compiled code left from other suites in this process
     counters.clear()
     compile_blocks(compiled)
     gen = torch.Generator().manual_seed(0)

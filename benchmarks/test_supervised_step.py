@@ -29,6 +29,7 @@ import random
 
 import pytest
 import torch
+import torch._dynamo
 
 FULL = os.environ.get("CONAN_BENCH_FULL", "") == "1"
 ARCH_NAME = "small" if FULL else "tiny"
@@ -126,6 +127,9 @@ def test_packed_supervised_step_vs_llama(benchmark, interleave, real_batch):
         model = ConanForCausalLM(config).train()
         model.load_state_dict(base.state_dict())
         if name == "compiled":
+            # compiled code of other suites in this process (another architecture's blocks) would
+            # make this compile dynamic-shaped after a recompile: start from a clean cache
+            torch._dynamo.reset()
             compile_blocks(model)
         objectives[name] = EmbeddingObjective(model, REGISTRIES["poolers"].build({"type": "mean"}), mask,
                                               loss_module(), packing=packing)
