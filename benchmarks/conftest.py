@@ -35,7 +35,7 @@ def interleave():
     return _interleave
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def hand_step():
     """``hand_step(model, batch) -> step``: a plain training step on a causal LM (``model(input_ids,
     attention_mask, labels).loss``, backward, gradient clipping at 1.0, then the ``adamw`` factory's
