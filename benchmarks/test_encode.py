@@ -10,11 +10,12 @@ faiss search on an eval-sized set.
    default float32 and in bf16. ``st_over_embedder`` is the per-round ``t_st / t_embedder``
    (median and spread; target >= 1.3). Before timing, both outputs are checked against each other
    and a float64 single-sequence reference.
-   ``embedder_packed`` times ``encode(..., packing=True)`` too (``st_over_embedder_packed``, unguarded):
-   each batch as packed rows of its longest text, block-diagonal attention.
-   Measured on the 2-core CPU dev machine (fp32 both, shared machine): x1.12 to x1.14 (one run x1.3):
-   the model's FLOPs dominate and are the same for both, so on CPU only padding (7.7 % of tokens
-   against 11.7 % for sentence-transformers' character-length sort) and per-batch overhead differ.
+   ``embedder_packed`` times ``encode(..., packing=True)`` too (``st_over_embedder_packed``, guarded
+   like the padded ratio): each batch as packed rows of its longest text, block-diagonal attention.
+   Measured on the 2-core CPU dev machine (fp32 both, shared machine): padded x1.00, packed x1.13 to
+   x1.21 (README table): the model's FLOPs dominate and are the same for both, so on CPU only padding
+   (7.7 % of tokens against 11.7 % for sentence-transformers' character-length sort) and per-batch
+   overhead differ.
    The 1.3 target is for CUDA, where the Embedder runs bf16 by default and the anchor float32.
 2. Search on an eval-sized set (short mode: 2k documents, 200 queries; ``CONAN_BENCH_FULL=1``:
    50k / 2k): BM25 (bm25s index + top-100) against faiss flat IP (index + top-100 over 256-d

@@ -21,6 +21,20 @@ def test_every_preset_validates(name):
     assert cfg.name
 
 
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_matryoshka_dims_end_at_the_model_width(name):
+    """A preset's Matryoshka dims end at its model's hidden size (a wider preset such as
+    ``tiny-wide`` must list it, else the full size is trained with a warning and an extra weight)."""
+    from conan_core.registries import REGISTRIES
+
+    cfg = load_config(name)
+    loss = cfg.supervised.loss
+    if loss.get("type") != "matryoshka":
+        pytest.skip(f"{name}: supervised loss {loss.get('type')}")
+    hidden = REGISTRIES["backbones"].build(cfg.model).to_hf_config(cfg.tokenizer.vocab_size).hidden_size
+    assert max(loss["dims"]) == hidden, (name, loss["dims"], hidden)
+
+
 def test_errors_aggregated_with_paths_and_suggestions():
     raw = {
         "name": "bad",

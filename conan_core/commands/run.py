@@ -14,7 +14,7 @@ def add_commands(sub) -> None:
                        description="data → tokenizer → pretrain → sft → weak → mine → supervised → eval "
                                    "→ export → report. Finished steps are skipped; an interrupted "
                                    "stage resumes from its last checkpoint.")
-    p.add_argument("config", help="preset name (tiny, small, conan-1.4b, ablation presets) or YAML path")
+    p.add_argument("config", help="preset name (tiny, tiny-wide, small, conan-1.4b, ablation presets) or YAML path")
     p.add_argument("--out", help="run directory (default runs/<name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--stages", help="comma list of steps to run (data,pretrain,sft,weak,mine,supervised,eval,export,report)")
