@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from conan_core.data.packing import IGNORE
-from conan_core.data.tokenize import text_id, tokenize_texts
+from conan_core.data.tokenize import TokenCache, text_id, tokenize_texts
 
 __all__ = ["IGNORE", "add_negatives", "collate_docs", "collate_pairs", "collate_sft", "collate_sts", "pad_id_of",
            "pad_rows", "sft_row"]
@@ -85,15 +85,21 @@ def collate_pairs(items: Sequence[dict], pad_id: int) -> dict:
 
 
 def add_negatives(batch: dict, negatives: Sequence[Sequence[str]], tokenizer: Any, max_length: int,
-                  pad_id: int) -> dict:
-    """Add ``"negative"`` (B·n rows, query-major) and ``"negative_ids"`` LongTensor[B, n] to ``batch``."""
+                  pad_id: int, cache: TokenCache | None = None) -> dict:
+    """Add ``"negative"`` (B·n rows, query-major) and ``"negative_ids"`` LongTensor[B, n] to ``batch``.
+    ``cache`` (a :class:`~conan_core.data.tokenize.TokenCache` of the same tokenizer and
+    ``max_length``) serves texts seen before; the batch is the same with or without it."""
     n = len(negatives[0]) if negatives else 0
     if any(len(row) != n for row in negatives):
         raise ValueError(f"every query needs the same number of negatives, got {[len(r) for r in negatives]}")
     flat = [t for row in negatives for t in row]
-    ids, _ = tokenize_texts(tokenizer, flat, max_length, None)
+    if cache is not None:
+        ids, tids = cache(flat)
+    else:
+        ids = tokenize_texts(tokenizer, flat, max_length, None)[0]
+        tids = [text_id(t) for t in flat]
     batch["negative"] = pad_rows(ids, pad_id)
-    batch["negative_ids"] = torch.tensor([text_id(t) for t in flat], dtype=torch.long).view(len(negatives), n)
+    batch["negative_ids"] = torch.tensor(tids, dtype=torch.long).view(len(negatives), n)
     batch["tokens"] = int(batch["tokens"]) + int(batch["negative"]["attention_mask"].sum())
     return batch
 

@@ -152,6 +152,7 @@ class SupervisedStream:
     """
 
     def __init__(self, cfg: Any, pairs: LoaderStream, sts: LoaderStream | None, miner: Any, tokenizer: Any):
+        from conan_core.data.tokenize import TokenCache
         from conan_core.train.collate import pad_id_of
 
         self.c = cfg.supervised
@@ -161,6 +162,8 @@ class SupervisedStream:
         self.miner = miner
         self.tokenizer = tokenizer
         self.pad_id = pad_id_of(tokenizer)
+        # the negatives come back step after step from the same pools: tokenise each text once
+        self.negative_tokens = TokenCache(tokenizer, self.c.max_length)
         self.calls = 0
         #: 1-based pool ranks of the negatives of the stage's first step (``metrics.json`` ``mine``)
         self.first_step_ranks: list[int] = []
@@ -177,7 +180,7 @@ class SupervisedStream:
                 self.first_step_ranks.extend(int(c.rank) for row in rows for c in row)
             if rows and len(rows[0]):
                 add_negatives(batch, [[c.text for c in row] for row in rows], self.tokenizer, self.c.max_length,
-                              self.pad_id)
+                              self.pad_id, self.negative_tokens)
         if self.sts is not None and micro == 0 and step % self.c.sts_every == 0:
             sts = collate_sts(self.sts.next_item(), self.pad_id)
             batch["sts"] = sts

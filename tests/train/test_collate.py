@@ -7,7 +7,7 @@ import torch
 
 from conan_core.data.batching import TaskBatcher
 from conan_core.data.packing import IGNORE, PackedLMBatches
-from conan_core.data.tokenize import DropIds, PairTokenizer, text_id, tokenize_texts
+from conan_core.data.tokenize import DropIds, PairTokenizer, TokenCache, text_id, tokenize_texts
 from conan_core.train.collate import add_negatives, collate_docs, collate_pairs, collate_sft, pad_rows, sft_row
 
 
@@ -152,6 +152,35 @@ def test_pairs_negatives_and_teacher_filter(small_tokenizer):
     it = iter(drop)
     next(it), next(it), next(it)
     assert drop.counters()["teacher_dropped"] == 1
+
+
+def test_token_cache_equals_tokenising_every_time(small_tokenizer):
+    """The negatives' cache returns what tokenize_texts + text_id return, across evictions, repeats
+    within a call and case variants; add_negatives builds the same tensors with and without it."""
+    import random
+
+    r = random.Random(7)
+    words = ["json", "dumps", "Return", "the", "path", "of", "a", "file", "séquence", "数据", "x" * 300]
+    pool = [" ".join(r.choice(words) for _ in range(r.randint(1, 40))) for _ in range(12)]
+    pool += [pool[0].upper(), pool[1] + "  "]
+    cache = TokenCache(small_tokenizer, 16, capacity=5)
+    calls = [[r.choice(pool) for _ in range(r.randint(1, 9))] for _ in range(30)]
+    for texts in calls:
+        ids, tids = cache(texts)
+        want = tokenize_texts(small_tokenizer, texts, 16, None)[0]
+        assert [list(row) for row in ids] == want
+        assert tids == [text_id(t) for t in texts]
+        assert len(cache) <= 5
+    assert cache.hits > 0 and cache.misses > 0
+    assert cache.hits + cache.misses == sum(len(c) for c in calls)
+
+    negatives = [[pool[0], pool[3]], [pool[12], pool[0]]]  # a repeat and an upper-case variant
+    plain = add_negatives({"tokens": 0}, negatives, small_tokenizer, 16, 0)
+    cached = add_negatives({"tokens": 0}, negatives, small_tokenizer, 16, 0, TokenCache(small_tokenizer, 16))
+    for key in ("input_ids", "attention_mask", "pool_mask"):
+        assert torch.equal(plain["negative"][key], cached["negative"][key])
+    assert torch.equal(plain["negative_ids"], cached["negative_ids"]) and plain["tokens"] == cached["tokens"]
+    assert cached["negative_ids"][0, 0] == cached["negative_ids"][1, 0]  # case variants share an id
 
 
 def test_task_batches_are_homogeneous(small_tokenizer):
