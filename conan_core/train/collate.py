@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from conan_core.data.packing import IGNORE
-from conan_core.data.tokenize import TokenCache, text_id, tokenize_texts
+from conan_core.data.tokenize import TokenCache
 
 __all__ = ["IGNORE", "add_negatives", "collate_docs", "collate_pairs", "collate_sft", "collate_sts", "pad_id_of",
            "pad_rows", "sft_row"]
@@ -93,11 +93,7 @@ def add_negatives(batch: dict, negatives: Sequence[Sequence[str]], tokenizer: An
     if any(len(row) != n for row in negatives):
         raise ValueError(f"every query needs the same number of negatives, got {[len(r) for r in negatives]}")
     flat = [t for row in negatives for t in row]
-    if cache is not None:
-        ids, tids = cache(flat)
-    else:
-        ids = tokenize_texts(tokenizer, flat, max_length, None)[0]
-        tids = [text_id(t) for t in flat]
+    ids, tids = (cache if cache is not None else TokenCache(tokenizer, max_length))(flat)
     batch["negative"] = pad_rows(ids, pad_id)
     batch["negative_ids"] = torch.tensor(tids, dtype=torch.long).view(len(negatives), n)
     batch["tokens"] = int(batch["tokens"]) + int(batch["negative"]["attention_mask"].sum())

@@ -3,6 +3,7 @@ packing cuts the concatenated documents into rows and resumes exactly, text ids 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conan_core.data.batching import TaskBatcher
@@ -173,12 +174,18 @@ def test_token_cache_equals_tokenising_every_time(small_tokenizer):
         assert len(cache) <= 5
     assert cache.hits > 0 and cache.misses > 0
     assert cache.hits + cache.misses == sum(len(c) for c in calls)
+    with pytest.raises(ValueError, match="capacity"):
+        TokenCache(small_tokenizer, 16, capacity=0)
 
     negatives = [[pool[0], pool[3]], [pool[12], pool[0]]]  # a repeat and an upper-case variant
     plain = add_negatives({"tokens": 0}, negatives, small_tokenizer, 16, 0)
     cached = add_negatives({"tokens": 0}, negatives, small_tokenizer, 16, 0, TokenCache(small_tokenizer, 16))
+    flat = [t for row in negatives for t in row]
+    reference = pad_rows(tokenize_texts(small_tokenizer, flat, 16, None)[0], 0)
     for key in ("input_ids", "attention_mask", "pool_mask"):
         assert torch.equal(plain["negative"][key], cached["negative"][key])
+        assert torch.equal(plain["negative"][key], reference[key])
+    assert plain["negative_ids"].flatten().tolist() == [text_id(t) for t in flat]
     assert torch.equal(plain["negative_ids"], cached["negative_ids"]) and plain["tokens"] == cached["tokens"]
     assert cached["negative_ids"][0, 0] == cached["negative_ids"][1, 0]  # case variants share an id
 
